@@ -1,0 +1,1 @@
+"""The project's common library: what all four services share, written once."""

@@ -1,0 +1,47 @@
+"""Settings shared by every service; each service subclasses with its own env prefix."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/complaints"
+DEV_WEBHOOK_MASTER_KEY = "dev-only-webhook-master-key-change-me"
+
+
+class CommonSettings(BaseSettings):
+    """Variables every service reads without a prefix (CONTRACT section 1)."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    database_url: str = Field(DEFAULT_DATABASE_URL, validation_alias="DATABASE_URL")
+    db_pool_min: int = Field(2, validation_alias="DB_POOL_MIN")
+    db_pool_max: int = Field(10, validation_alias="DB_POOL_MAX")
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
+    )
+    # Off for the local Tansu broker (no InitProducerId); on against real Apache Kafka.
+    kafka_enable_idempotence: bool = Field(False, validation_alias="KAFKA_ENABLE_IDEMPOTENCE")
+    # Consumer tuning: the defaults suit the local broker (see DESIGN.md); raise for production.
+    kafka_session_timeout_ms: int = Field(6000, validation_alias="KAFKA_SESSION_TIMEOUT_MS")
+    kafka_heartbeat_interval_ms: int = Field(500, validation_alias="KAFKA_HEARTBEAT_INTERVAL_MS")
+    kafka_rebalance_timeout_ms: int = Field(6000, validation_alias="KAFKA_REBALANCE_TIMEOUT_MS")
+    kafka_fetch_max_wait_ms: int = Field(30, validation_alias="KAFKA_FETCH_MAX_WAIT_MS")
+    kafka_max_poll_interval_ms: int = Field(300_000, validation_alias="KAFKA_MAX_POLL_INTERVAL_MS")
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    log_format: str = Field("json", validation_alias="LOG_FORMAT")
+    smtp_url: str | None = Field(None, validation_alias="SMTP_URL")
+    # Per-tenant webhook secrets are derived from this key (shared by intake and notifier).
+    webhook_master_key: str = Field(DEV_WEBHOOK_MASTER_KEY, validation_alias="WEBHOOK_MASTER_KEY")
+    outbox_poll_interval_s: float = Field(0.5, validation_alias="OUTBOX_POLL_INTERVAL_S")
+    outbox_batch_size: int = Field(500, validation_alias="OUTBOX_BATCH_SIZE")
+    consumer_max_attempts: int = Field(5, validation_alias="CONSUMER_MAX_ATTEMPTS")
+    consumer_retry_base_s: float = Field(0.2, validation_alias="CONSUMER_RETRY_BASE_S")
+
+
+class ServiceSettings(CommonSettings):
+    """Base for one service: the HTTP listener, with the service's own env prefix."""
+
+    service_name: str = "service"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
