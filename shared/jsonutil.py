@@ -18,6 +18,11 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=_default)
 
 
+def dumps_sorted(value: Any) -> bytes:
+    """Canonical form: sorted keys, for fingerprints that ignore key order."""
+    return orjson.dumps(value, default=_default, option=orjson.OPT_SORT_KEYS)
+
+
 def dumps_str(value: Any) -> str:
     return dumps(value).decode()
 

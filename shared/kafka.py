@@ -41,15 +41,17 @@ def subscribe(
     broker: KafkaBroker,
     settings: CommonSettings,
     consumer: EventConsumer,
-    topic: str,
-    handler: Handler,
+    handlers: dict[str, Handler],
     *,
     group_id: str,
 ) -> None:
-    """Attach `handler` to `topic` in consumer group `group_id`."""
+    """One consumer in group `group_id` for all of a service's topics, dispatched by topic.
+
+    One member per service process (not one per topic) keeps rebalances rare and short.
+    """
 
     @broker.subscriber(
-        topic,
+        *handlers,
         group_id=group_id,
         auto_offset_reset="earliest",
         session_timeout_ms=settings.kafka_session_timeout_ms,
@@ -61,7 +63,7 @@ def subscribe(
     )
     async def on_message(message: KafkaMessage) -> None:
         record = message.raw_message
-        await consumer.handle(record, handler)  # type: ignore[arg-type]
+        await consumer.handle(record, handlers[record.topic])  # type: ignore[union-attr]
 
 
 async def _raw_body(message: object) -> bytes:

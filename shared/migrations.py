@@ -15,7 +15,7 @@ from shared.db import ensure_database
 def _yoyo_url(database_url: str, schema: str) -> str:
     # yoyo's PostgreSQL backend keeps its bookkeeping tables in the `schema` it is given.
     parts = urlsplit(database_url)
-    scheme = "postgresql+psycopg2"
+    scheme = "postgresql"  # yoyo drives it with psycopg2
     return urlunsplit(parts._replace(scheme=scheme, query=urlencode({"schema": schema})))
 
 

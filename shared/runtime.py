@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
@@ -41,10 +42,10 @@ class ServiceRuntime:
         self.schema = schema
         self.name = settings.service_name
         self.metrics = ServiceMetrics(self.name)
-        self.producer = make_producer(settings, client_id=self.name)
+        self._producer: AIOKafkaProducer | None = None  # needs the running loop: made in start()
         self.broker: KafkaBroker = make_broker(settings, client_id=self.name)
         self._pool: asyncpg.Pool | None = None
-        self._subscriptions: list[tuple[str, Handler]] = []
+        self._subscriptions: dict[str, Handler] = {}
         self._relay: OutboxRelay | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: list[Callable[[], Awaitable[None]]] = []
@@ -56,9 +57,15 @@ class ServiceRuntime:
             raise RuntimeError("runtime not started")
         return self._pool
 
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("runtime not started")
+        return self._producer
+
     def on(self, topic: str, handler: Handler) -> None:
         """Register a handler for `topic`; wired to the broker on start."""
-        self._subscriptions.append((topic, handler))
+        self._subscriptions[topic] = handler
 
     def add_background(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Run `loop` (a long-lived worker, e.g. webhook delivery) while the service runs."""
@@ -67,7 +74,8 @@ class ServiceRuntime:
     async def start(self) -> None:
         s = self.settings
         self._pool = await create_pool(s.database_url, self.schema, s.db_pool_min, s.db_pool_max)
-        await self.producer.start()
+        self._producer = make_producer(s, client_id=self.name)
+        await self._producer.start()
         consumer = EventConsumer(
             service=self.name,
             pool=self._pool,
@@ -76,9 +84,8 @@ class ServiceRuntime:
             max_attempts=s.consumer_max_attempts,
             retry_base_s=s.consumer_retry_base_s,
         )
-        for topic, handler in self._subscriptions:
-            subscribe(self.broker, s, consumer, topic, handler, group_id=self.name)
         if self._subscriptions:
+            subscribe(self.broker, s, consumer, self._subscriptions, group_id=self.name)
             await self.broker.start()
         self._relay = OutboxRelay(
             database_url=s.database_url,
@@ -104,7 +111,9 @@ class ServiceRuntime:
         self._tasks.clear()
         if self._subscriptions:
             await self.broker.stop()
-        await self.producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -116,8 +125,8 @@ class ServiceRuntime:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1):
                     checks["database"] = await self._pool.fetchval("SELECT true")
-        with contextlib.suppress(Exception):
-            checks["broker"] = self.producer.client.cluster.brokers() != set()
+        if self._producer is not None:
+            checks["broker"] = bool(self._producer.client.cluster.brokers())
         return checks
 
 

@@ -1,0 +1,1 @@
+"""intake: the HTTP API wallet apps post complaints to."""

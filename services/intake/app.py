@@ -1,0 +1,45 @@
+"""intake's composition root: everything wired in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.intake import read_model
+from services.intake.api import build_router
+from services.intake.auth import TenantAuthenticator
+from services.intake.settings import IntakeSettings
+from shared.runtime import ServiceRuntime
+from shared.service_app import build_app
+from shared.topics import COMPLAINTS_RESOLUTION, COMPLAINTS_TRIAGED, NOTIFICATIONS
+
+SCHEMA = "intake"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: IntakeSettings | None = None) -> FastAPI:
+    settings = settings or IntakeSettings()
+    runtime = ServiceRuntime(settings, SCHEMA)
+    runtime.on(COMPLAINTS_TRIAGED, read_model.on_triaged)
+    runtime.on(COMPLAINTS_RESOLUTION, read_model.on_resolution)
+    runtime.on(NOTIFICATIONS, read_model.on_notification)
+
+    app = build_app(
+        runtime,
+        title="Wallet complaints: intake API",
+        version="1.0.0",
+        description="The API wallet apps post customer complaints to (CONTRACT section 3).",
+    )
+    authenticator: dict[str, TenantAuthenticator] = {}
+
+    def get_authenticator() -> TenantAuthenticator:
+        # Built lazily: the pool exists only once the lifespan has started the runtime.
+        if "instance" not in authenticator:
+            authenticator["instance"] = TenantAuthenticator(runtime.pool, settings.auth_cache_s)
+        return authenticator["instance"]
+
+    app.include_router(
+        build_router(settings, lambda: runtime.pool, get_authenticator, runtime.metrics)
+    )
+    return app

@@ -1,0 +1,245 @@
+"""intake's SQL: tenants, keys, complaints and the read model. Adapter at the edge."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+Queryable = asyncpg.Connection | asyncpg.Pool
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: uuid.UUID
+    name: str
+    webhook_url: str
+    jurisdiction: str
+    locale: str
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    tenant: Tenant
+    secret_hash: bytes
+    expires_at: datetime | None
+
+
+_TENANT_COLUMNS = "t.id, t.name, t.webhook_url, t.jurisdiction, t.locale"
+
+
+def _tenant(row: asyncpg.Record) -> Tenant:
+    return Tenant(row["id"], row["name"], row["webhook_url"], row["jurisdiction"], row["locale"])
+
+
+async def insert_tenant(conn: asyncpg.Connection, tenant: Tenant) -> None:
+    await conn.execute(
+        "INSERT INTO tenants (id, name, webhook_url, jurisdiction, locale) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        tenant.id,
+        tenant.name,
+        tenant.webhook_url,
+        tenant.jurisdiction,
+        tenant.locale,
+    )
+
+
+async def insert_api_key(
+    conn: asyncpg.Connection, key_id: str, tenant_id: uuid.UUID, secret_hash: bytes
+) -> None:
+    await conn.execute(
+        "INSERT INTO api_keys (key_id, tenant_id, secret_hash) VALUES ($1, $2, $3)",
+        key_id,
+        tenant_id,
+        secret_hash,
+    )
+
+
+async def expire_other_keys(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, keep_key_id: str, expires_at: datetime
+) -> int:
+    result = await conn.execute(
+        "UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $3), $3) "
+        "WHERE tenant_id = $1 AND key_id <> $2",
+        tenant_id,
+        keep_key_id,
+        expires_at,
+    )
+    return int(result.split()[-1])
+
+
+async def find_key(conn: Queryable, key_id: str) -> StoredKey | None:
+    row = await conn.fetchrow(
+        f"SELECT {_TENANT_COLUMNS}, k.secret_hash, k.expires_at "
+        "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_id = $1",
+        key_id,
+    )
+    if row is None:
+        return None
+    return StoredKey(_tenant(row), bytes(row["secret_hash"]), row["expires_at"])
+
+
+async def insert_complaint(conn: asyncpg.Connection, values: dict[str, Any]) -> str | None:
+    """Insert; the ticket number comes from the sequence. None when the key was used before."""
+    return await conn.fetchval(
+        """
+        INSERT INTO complaints (
+            id, tenant_id, ticket_no, idempotency_key, request_hash, customer_id, customer,
+            channel, description, amount, currency, transaction_ref, merchant, occurred_at,
+            category_hint, evidence, received_at, first_response_due)
+        VALUES ($1, $2, 'WC-' || to_char($16 AT TIME ZONE 'UTC', 'YYYYMMDD') || '-'
+                       || lpad(nextval('ticket_seq')::text, 6, '0'),
+                $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+        ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+        RETURNING ticket_no
+        """,
+        values["id"],
+        values["tenant_id"],
+        values["idempotency_key"],
+        values["request_hash"],
+        values["customer_id"],
+        values["customer"],
+        values["channel"],
+        values["description"],
+        values["amount"],
+        values["currency"],
+        values["transaction_ref"],
+        values["merchant"],
+        values["occurred_at"],
+        values["category_hint"],
+        values["evidence"],
+        values["received_at"],
+        values["first_response_due"],
+    )
+
+
+async def find_by_idempotency_key(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, key: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, ticket_no, request_hash, received_at, first_response_due "
+        "FROM complaints WHERE tenant_id = $1 AND idempotency_key = $2",
+        tenant_id,
+        key,
+    )
+
+
+async def add_timeline(
+    conn: asyncpg.Connection, complaint_id: uuid.UUID, at: datetime, status: str, detail: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO complaint_timeline (complaint_id, at, status, detail) VALUES ($1, $2, $3, $4)",
+        complaint_id,
+        at,
+        status,
+        detail,
+    )
+
+
+_VIEW_COLUMNS = (
+    "id, ticket_no, status, category, priority, channel, customer_id, amount, currency, "
+    "transaction_ref, merchant, received_at, first_response_due, resolution_due, updated_at"
+)
+
+
+async def get_complaint(
+    conn: Queryable, tenant_id: uuid.UUID, ticket_no: str
+) -> asyncpg.Record | None:
+    # Scoped by tenant: another tenant's ticket is indistinguishable from a missing one.
+    return await conn.fetchrow(
+        f"SELECT {_VIEW_COLUMNS} FROM complaints WHERE tenant_id = $1 AND ticket_no = $2",
+        tenant_id,
+        ticket_no,
+    )
+
+
+async def get_timeline(conn: Queryable, complaint_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT at, status, detail FROM complaint_timeline WHERE complaint_id = $1 ORDER BY at, id",
+        complaint_id,
+    )
+
+
+async def get_resolutions(conn: Queryable, complaint_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT resolution_id, kind, amount, currency, status, recorded_at "
+        "FROM complaint_resolutions WHERE complaint_id = $1 ORDER BY recorded_at",
+        complaint_id,
+    )
+
+
+async def list_complaints(
+    conn: Queryable,
+    tenant_id: uuid.UUID,
+    *,
+    customer_id: str | None,
+    status: str | None,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"""
+        SELECT {_VIEW_COLUMNS} FROM complaints
+        WHERE tenant_id = $1
+          AND ($2::text IS NULL OR customer_id = $2)
+          AND ($3::text IS NULL OR status = $3)
+          AND ($4::timestamptz IS NULL OR (received_at, id) < ($4, $5::uuid))
+        ORDER BY received_at DESC, id DESC
+        LIMIT $6
+        """,
+        tenant_id,
+        customer_id,
+        status,
+        before[0] if before else None,
+        before[1] if before else None,
+        limit,
+    )
+
+
+async def lock_complaint(
+    conn: asyncpg.Connection, complaint_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, status FROM complaints WHERE id = $1 FOR UPDATE", complaint_id
+    )
+
+
+_READ_MODEL_FIELDS = frozenset(
+    {"status", "category", "priority", "first_response_due", "resolution_due"}
+)
+
+
+async def update_read_model(
+    conn: asyncpg.Connection, complaint_id: uuid.UUID, **fields: Any
+) -> None:
+    unknown = set(fields) - _READ_MODEL_FIELDS
+    if not fields or unknown:
+        raise ValueError(f"unexpected read-model fields: {sorted(unknown)}")
+    # Column names come from the fixed set above, never from input.
+    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=2))
+    await conn.execute(
+        f"UPDATE complaints SET {assignments}, updated_at = now() WHERE id = $1",
+        complaint_id,
+        *fields.values(),
+    )
+
+
+async def upsert_resolution(conn: asyncpg.Connection, values: dict[str, Any]) -> None:
+    await conn.execute(
+        """
+        INSERT INTO complaint_resolutions
+            (resolution_id, complaint_id, kind, amount, currency, status, recorded_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (resolution_id) DO UPDATE SET status = EXCLUDED.status
+        """,
+        values["resolution_id"],
+        values["complaint_id"],
+        values["kind"],
+        values["amount"],
+        values["currency"],
+        values["status"],
+        values["recorded_at"],
+    )

@@ -1,0 +1,472 @@
+"""Complaint triage: category, priority, reasons and due times. Pure domain, no I/O.
+
+How a category is chosen (the knobs live in rules.toml):
+
+1. The description is normalised (full-width to half-width, traditional to simplified
+   Chinese, lower case, contractions unified) and single-letter English typos of lexicon
+   words are repaired ("refnd" -> "refund").
+2. Every lexicon term of every category is searched. Where terms overlap, the longest
+   wording wins the text ("免手续费" is a promise, not a fee; "提现手续费" is a fee, not a
+   withdrawal), so a short word inside a longer phrase does not count twice.
+3. In negatable categories a keyword shortly after a negation cue in the same clause is
+   ignored ("not a scam", "不是诈骗", "没有被盗").
+4. A category's text score is the sum of the weights of its distinct matched terms,
+   minus its counter-terms (context that speaks against it).
+5. A category applies when its score (text plus a modest weight for a matching
+   category_hint) reaches ``min_score`` and its text score is at least
+   ``dominance_ratio`` of the strongest text score: a weak incidental word does not
+   compete with a strong signal. Among the categories that apply, the contract's
+   precedence decides. When none applies, the strongest weak signal wins (the hint
+   breaks ties); with no signal at all the complaint is ``other``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from services.triage.rules import (
+    CATEGORIES,
+    PRIORITIES,
+    CategoryRule,
+    Negation,
+    Normalisation,
+    Term,
+    TriageRules,
+)
+
+FALLBACK_CATEGORY = "other"
+
+
+@dataclass(frozen=True)
+class ComplaintFacts:
+    description: str
+    channel: str
+    amount: Decimal | None = None
+    currency: str | None = None
+    category_hint: str | None = None
+    merchant: str | None = None
+    transaction_ref: str | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> ComplaintFacts:
+        """Build from the contract's complaint fields; unknown keys (id, ...) are ignored."""
+        description = data.get("description")
+        if not isinstance(description, str) or not description.strip():
+            raise ValueError("description is required and must be a non-empty string")
+        currency = _optional_text(data, "currency")
+        return cls(
+            description=description,
+            channel=(_optional_text(data, "channel") or "").lower(),
+            amount=_amount(data.get("amount")),
+            currency=currency.upper() if currency else None,
+            category_hint=_optional_text(data, "category_hint"),
+            merchant=_optional_text(data, "merchant"),
+            transaction_ref=_optional_text(data, "transaction_ref"),
+        )
+
+
+@dataclass(frozen=True)
+class Classification:
+    category: str
+    priority: str
+    reasons: tuple[str, ...]
+    regulatory_issue: str
+    actions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DueTimes:
+    first_response_due: datetime
+    resolution_due: datetime
+
+
+class Classifier:
+    def __init__(self, rules: TriageRules) -> None:
+        self._rules = rules
+        vocabulary = frozenset(
+            word for rule in rules.categories for term in rule.terms for word in term.words
+        )
+        self._typos = _TypoRepair(vocabulary, rules.normalisation)
+
+    def classify(self, facts: ComplaintFacts) -> Classification:
+        text, typo_reasons = self._prepare(facts.description)
+        evidence, negation_reasons = _Matcher(self._rules, text).run()
+        category, category_reasons = self._decide(evidence, facts.category_hint)
+        priority, priority_reasons = self._priority(category, facts)
+        rule = self._rules.category(category)
+        return Classification(
+            category=category,
+            priority=priority,
+            reasons=(*typo_reasons, *negation_reasons, *category_reasons, *priority_reasons),
+            regulatory_issue=rule.regulatory_issue,
+            actions=rule.actions,
+        )
+
+    def due_times(self, priority: str, received_at: datetime) -> DueTimes:
+        if priority not in self._rules.due_hours:
+            raise ValueError(f"unknown priority '{priority}', expected one of {list(PRIORITIES)}")
+        if received_at.tzinfo is None:
+            # SLA clocks compare instants; a naive time would silently mean "local time".
+            raise ValueError("received_at must be timezone-aware")
+        hours = self._rules.due_hours[priority]
+        return DueTimes(
+            first_response_due=received_at + _hours(hours.first_response),
+            resolution_due=received_at + _hours(hours.resolution),
+        )
+
+    # ------------------------------------------------------------ steps
+
+    def _prepare(self, description: str) -> tuple[str, list[str]]:
+        text = self._rules.normalisation.normalise(description)
+        text, repairs = self._typos.repair(text)
+        return text, [f"read '{typo}' as '{word}'" for typo, word in repairs]
+
+    def _decide(
+        self, evidence: Mapping[str, _Evidence], hint: str | None
+    ) -> tuple[str, list[str]]:
+        scoring = self._rules.scoring
+        reasons: list[str] = []
+        hint = self._valid_hint(hint, reasons)
+        totals = {
+            name: ev.score + (scoring.hint_weight if name == hint else 0.0)
+            for name, ev in evidence.items()
+        }
+        strongest = max((ev.score for ev in evidence.values()), default=0.0)
+        applies = [
+            name
+            for name in CATEGORIES
+            if evidence[name].score > 0
+            and totals[name] >= scoring.min_score
+            and evidence[name].score >= scoring.dominance_ratio * strongest
+        ]
+        if applies:
+            winner = applies[0]
+            reasons += evidence[winner].reasons
+            reasons.append(f"{winner} applies with score {totals[winner]:g}")
+            reasons += [
+                f"{name} also applies (score {totals[name]:g}); {winner} takes precedence"
+                for name in applies[1:]
+            ]
+            reasons += self._outweighed(evidence, totals, applies, strongest)
+        else:
+            winner = self._weak_winner(evidence, totals, reasons)
+        reasons += _hint_reasons(hint, winner, scoring.hint_weight)
+        return winner, reasons
+
+    def _valid_hint(self, hint: str | None, reasons: list[str]) -> str | None:
+        if hint is None or hint in CATEGORIES:
+            return hint
+        reasons.append(f"category_hint '{hint}' is not a known category -> ignored")
+        return None
+
+    def _outweighed(
+        self,
+        evidence: Mapping[str, _Evidence],
+        totals: Mapping[str, float],
+        applies: list[str],
+        strongest: float,
+    ) -> list[str]:
+        min_score = self._rules.scoring.min_score
+        return [
+            f"{name} (score {totals[name]:g}) is outweighed by the strongest signal "
+            f"(score {strongest:g}) -> not applied"
+            for name in CATEGORIES
+            if name not in applies and evidence[name].score > 0 and totals[name] >= min_score
+        ]
+
+    def _weak_winner(
+        self,
+        evidence: Mapping[str, _Evidence],
+        totals: Mapping[str, float],
+        reasons: list[str],
+    ) -> str:
+        signalled = [name for name in CATEGORIES if evidence[name].score > 0]
+        if not signalled:
+            reasons.append(f"no category keywords matched -> {FALLBACK_CATEGORY}")
+            return FALLBACK_CATEGORY
+        # max() keeps the first of equals, and CATEGORIES is in precedence order.
+        winner = max(signalled, key=lambda name: totals[name])
+        reasons += evidence[winner].reasons
+        reasons.append(
+            f"no category reached the minimum score {self._rules.scoring.min_score:g}; "
+            f"strongest weak signal is {winner} (score {totals[winner]:g})"
+        )
+        return winner
+
+    def _priority(self, category: str, facts: ComplaintFacts) -> tuple[str, list[str]]:
+        rules = self._rules
+        priority = rules.category(category).priority
+        reasons = [f"base priority of {category} is {priority}"]
+        if facts.channel in rules.raise_channels:
+            raised = _raise(priority)
+            if raised == priority:
+                reasons.append(f"channel {facts.channel}: priority stays {priority}")
+            else:
+                reasons.append(f"channel {facts.channel} raises priority {priority} -> {raised}")
+            priority = raised
+        if facts.amount is not None:
+            priority = self._large_amount(facts.amount, facts.currency, priority, reasons)
+        return priority, reasons
+
+    def _large_amount(
+        self, amount: Decimal, currency: str | None, priority: str, reasons: list[str]
+    ) -> str:
+        if currency is None:
+            reasons.append(f"amount {amount} has no currency: large-amount rule not applied")
+            return priority
+        threshold = self._rules.large_amounts.get(currency)
+        if threshold is None:
+            reasons.append(f"no large-amount threshold configured for {currency}")
+            return priority
+        if amount >= threshold:
+            reasons.append(
+                f"amount {amount} {currency} >= large-amount threshold {threshold} {currency} -> P1"
+            )
+            return "P1"
+        return priority
+
+
+# ---------------------------------------------------------------- matching
+
+
+@dataclass
+class _Evidence:
+    score: float = 0.0
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    category: str
+    term: Term
+    occurrences: tuple[tuple[tuple[int, int], ...], ...]  # per part: (start, end) spans
+
+
+class _Matcher:
+    """Finds lexicon terms in one normalised description and scores each category."""
+
+    def __init__(self, rules: TriageRules, text: str) -> None:
+        self._rules = rules
+        self._text = text
+        self._negation_reasons: list[str] = []
+
+    def run(self) -> tuple[dict[str, _Evidence], list[str]]:
+        evidence = {rule.name: _Evidence() for rule in self._rules.categories}
+        candidates: list[_Candidate] = []
+        for rule in self._rules.categories:
+            for term in rule.terms:
+                found = self._find(rule, term)
+                if found is None:
+                    continue
+                if term.weight < 0:
+                    self._count(evidence[rule.name], _Candidate(rule.name, term, found))
+                else:
+                    candidates.append(_Candidate(rule.name, term, found))
+        for candidate in self._resolve_overlaps(candidates):
+            self._count(evidence[candidate.category], candidate)
+        return evidence, self._negation_reasons
+
+    def _find(self, rule: CategoryRule, term: Term) -> tuple[tuple[tuple[int, int], ...], ...] | None:
+        """Every part's non-negated occurrences, or None when some part is absent."""
+        found = []
+        for pattern in term.parts:
+            spans = [m.span() for m in pattern.finditer(self._text) if m.end() > m.start()]
+            if rule.negatable and term.weight > 0:
+                spans = [s for s in spans if not self._negated(s, rule.name)]
+            if not spans:
+                return None
+            found.append(tuple(spans))
+        return tuple(found)
+
+    def _negated(self, span: tuple[int, int], category: str) -> bool:
+        cue = _negation_cue(self._text[: span[0]], self._rules.negation)
+        if cue is None:
+            return False
+        keyword = self._text[span[0] : span[1]]
+        reason = f"keyword '{keyword}' negated by '{cue}' -> not {category}"
+        if reason not in self._negation_reasons:
+            self._negation_reasons.append(reason)
+        return True
+
+    def _resolve_overlaps(self, candidates: list[_Candidate]) -> list[_Candidate]:
+        """Longest wording first; a span already claimed cannot count for another term."""
+        units = sorted(
+            (
+                (end - start, cand.term.weight, index, part, (start, end))
+                for index, cand in enumerate(candidates)
+                for part, spans in enumerate(cand.occurrences)
+                for start, end in spans
+            ),
+            key=lambda unit: (-unit[0], -unit[1], unit[2]),
+        )
+        claimed = bytearray(len(self._text))
+        kept: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for _, _, index, part, (start, end) in units:
+            if any(claimed[start:end]):
+                continue
+            claimed[start:end] = b"\x01" * (end - start)
+            kept.setdefault((index, part), []).append((start, end))
+        resolved = []
+        for index, cand in enumerate(candidates):
+            parts = [tuple(kept.get((index, part), ())) for part in range(len(cand.occurrences))]
+            if all(parts):
+                resolved.append(_Candidate(cand.category, cand.term, tuple(parts)))
+        return resolved
+
+    def _count(self, evidence: _Evidence, candidate: _Candidate) -> None:
+        words = [f"'{self._text[spans[0][0] : spans[0][1]]}'" for spans in candidate.occurrences]
+        label = "keyword" if len(words) == 1 else "keywords"
+        verb = "->" if candidate.term.weight > 0 else "counts against"
+        evidence.score += candidate.term.weight
+        evidence.reasons.append(f"{label} {' + '.join(words)} {verb} {candidate.category}")
+
+
+def _negation_cue(prefix: str, negation: Negation) -> str | None:
+    """The negation cue governing a keyword that starts right after ``prefix``, if any."""
+    clause = _current_clause(prefix, negation)
+    for cue in negation.cues_zh:
+        at = clause.rfind(cue)
+        if at < 0:
+            continue
+        # A one-character cue (没, 未, 无) must touch the keyword: "没注意被骗" is no negation.
+        window = negation.window_chars if len(cue) > 1 else 0
+        if len(clause) - (at + len(cue)) <= window:
+            return cue
+    words = _WORDS.findall(clause)[-negation.window_words :] if negation.window_words else []
+    for word in reversed(words):
+        if word in negation.cues_en:
+            return word
+    return None
+
+
+def _current_clause(prefix: str, negation: Negation) -> str:
+    start = 0
+    for mark in negation.scope_breaks_zh:
+        at = prefix.rfind(mark)
+        if at >= 0:
+            start = max(start, at + len(mark))
+    for match in _WORDS.finditer(prefix):
+        if match.group(0) in negation.scope_breaks_en:
+            start = max(start, match.end())
+    return prefix[start:]
+
+
+_WORDS = re.compile(r"[a-z]+(?:'[a-z]+)?")
+
+
+# ---------------------------------------------------------------- typo repair
+
+
+class _TypoRepair:
+    """Repairs an English word one slip away from exactly one lexicon word.
+
+    A slip is a missing letter, an extra letter, two swapped neighbours or (for longer
+    words) one wrong letter. Words in ``typo_exempt`` are real words that merely look
+    like a lexicon word ("sending" is not "pending") and are left alone.
+    """
+
+    def __init__(self, vocabulary: frozenset[str], norm: Normalisation) -> None:
+        self._norm = norm
+        self._vocabulary = frozenset(w for w in vocabulary if len(w) >= norm.typo_min_length)
+        self._omissions: dict[str, set[str]] = {}
+        self._substitutions: dict[str, set[str]] = {}
+        for word in self._vocabulary:
+            for i in range(len(word)):
+                self._omissions.setdefault(word[:i] + word[i + 1 :], set()).add(word)
+                if len(word) >= norm.typo_substitution_min_length:
+                    self._substitutions.setdefault(word[:i] + "?" + word[i + 1 :], set()).add(
+                        word
+                    )
+
+    def repair(self, text: str) -> tuple[str, list[tuple[str, str]]]:
+        repairs: list[tuple[str, str]] = []
+
+        def fix(match: re.Match[str]) -> str:
+            token = match.group(0)
+            word = self._correction(token)
+            if word is None:
+                return token
+            if (token, word) not in repairs:
+                repairs.append((token, word))
+            return word
+
+        return _TOKEN.sub(fix, text), repairs
+
+    def _correction(self, token: str) -> str | None:
+        if (
+            len(token) < self._norm.typo_min_length - 1
+            or token in self._vocabulary
+            or token in self._norm.typo_exempt
+        ):
+            return None
+        found: set[str] = set(self._omissions.get(token, ()))
+        for i in range(len(token)):
+            dropped = token[:i] + token[i + 1 :]
+            if dropped in self._vocabulary:
+                found.add(dropped)
+            swapped = token[:i] + token[i + 1 : i + 2] + token[i : i + 1] + token[i + 2 :]
+            if i + 1 < len(token) and swapped in self._vocabulary:
+                found.add(swapped)
+            if len(token) >= self._norm.typo_substitution_min_length:
+                found |= self._substitutions.get(token[:i] + "?" + token[i + 1 :], set())
+        # An inflected form or a stem of a lexicon word ("refunds", "charge") is not a typo.
+        if any(token.startswith(word) or word.startswith(token) for word in found):
+            return None
+        return found.pop() if len(found) == 1 else None
+
+
+_TOKEN = re.compile(r"(?<![a-z'])[a-z]+(?![a-z'])")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _raise(priority: str) -> str:
+    index = PRIORITIES.index(priority)
+    return PRIORITIES[max(index - 1, 0)]
+
+
+def _hours(hours: Decimal) -> timedelta:
+    return timedelta(seconds=int(hours * 3600))
+
+
+def _hint_reasons(hint: str | None, winner: str, weight: float) -> list[str]:
+    if hint is None:
+        return []
+    if hint == winner:
+        return [f"category_hint '{hint}' agrees (+{weight:g})"]
+    return [f"category_hint '{hint}' not followed: the text points to {winner}"]
+
+
+def _optional_text(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string")
+    return value.strip() or None
+
+
+def _amount(value: Any) -> Decimal | None:
+    # Money is Decimal from end to end: a float has already lost the cents.
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError("amount must be a decimal string such as \"86.50\"")
+    if isinstance(value, Decimal):
+        amount = value
+    elif isinstance(value, int | str):
+        try:
+            amount = Decimal(str(value).strip())
+        except InvalidOperation as exc:
+            raise ValueError(f"amount '{value}' is not a decimal number") from exc
+    else:
+        raise ValueError("amount must be a decimal string such as \"86.50\"")
+    if not amount.is_finite():
+        raise ValueError(f"amount '{value}' is not a finite number")
+    return amount
