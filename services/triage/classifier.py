@@ -3,21 +3,21 @@
 How a category is chosen (the knobs live in rules.toml):
 
 1. The description is normalised (full-width to half-width, traditional to simplified
-   Chinese, lower case, contractions unified) and single-letter English typos of lexicon
-   words are repaired ("refnd" -> "refund").
-2. Every lexicon term of every category is searched. Where terms overlap, the longest
-   wording wins the text ("免手续费" is a promise, not a fee; "提现手续费" is a fee, not a
-   withdrawal), so a short word inside a longer phrase does not count twice.
+   Chinese, lower case, contractions unified) and one-letter English slips of a short
+   list of signal words are repaired ("refnd" -> "refund").
+2. Every lexicon term of every category is searched. A match lying inside a longer
+   match does not count: the longer wording is the meaning ("免手续费" is a promise, not
+   a fee; "提现手续费" is a fee, not a withdrawal; "诈骗电话" is a leak, not a fraud).
 3. In negatable categories a keyword shortly after a negation cue in the same clause is
    ignored ("not a scam", "不是诈骗", "没有被盗").
 4. A category's text score is the sum of the weights of its distinct matched terms,
    minus its counter-terms (context that speaks against it).
 5. A category applies when its score (text plus a modest weight for a matching
-   category_hint) reaches ``min_score`` and its text score is at least
-   ``dominance_ratio`` of the strongest text score: a weak incidental word does not
-   compete with a strong signal. Among the categories that apply, the contract's
-   precedence decides. When none applies, the strongest weak signal wins (the hint
-   breaks ties); with no signal at all the complaint is ``other``.
+   category_hint) reaches ``min_score``, and it matched a strong term or its text
+   score is at least ``dominance_ratio`` of the strongest text score: an incidental
+   word does not compete with a strong signal. Among the categories that apply, the
+   contract's precedence decides. When none applies, the strongest weak signal wins
+   (the hint breaks ties); with no signal at all the complaint is ``other``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from services.triage.rules import (
     CategoryRule,
     Negation,
     Normalisation,
+    Pattern,
     Term,
     TriageRules,
 )
@@ -88,10 +89,10 @@ class DueTimes:
 class Classifier:
     def __init__(self, rules: TriageRules) -> None:
         self._rules = rules
-        vocabulary = frozenset(
+        lexicon = frozenset(
             word for rule in rules.categories for term in rule.terms for word in term.words
         )
-        self._typos = _TypoRepair(vocabulary, rules.normalisation)
+        self._typos = _TypoRepair(rules.normalisation, lexicon)
 
     def classify(self, facts: ComplaintFacts) -> Classification:
         text, typo_reasons = self._prepare(facts.description)
@@ -126,9 +127,7 @@ class Classifier:
         text, repairs = self._typos.repair(text)
         return text, [f"read '{typo}' as '{word}'" for typo, word in repairs]
 
-    def _decide(
-        self, evidence: Mapping[str, _Evidence], hint: str | None
-    ) -> tuple[str, list[str]]:
+    def _decide(self, evidence: Mapping[str, _Evidence], hint: str | None) -> tuple[str, list[str]]:
         scoring = self._rules.scoring
         reasons: list[str] = []
         hint = self._valid_hint(hint, reasons)
@@ -142,7 +141,7 @@ class Classifier:
             for name in CATEGORIES
             if evidence[name].score > 0
             and totals[name] >= scoring.min_score
-            and evidence[name].score >= scoring.dominance_ratio * strongest
+            and self._not_incidental(evidence[name], strongest)
         ]
         if applies:
             winner = applies[0]
@@ -157,6 +156,15 @@ class Classifier:
             winner = self._weak_winner(evidence, totals, reasons)
         reasons += _hint_reasons(hint, winner, scoring.hint_weight)
         return winner, reasons
+
+    def _not_incidental(self, evidence: _Evidence, strongest: float) -> bool:
+        """A strong term always counts; weaker evidence must hold its own against the
+        strongest category, so an incidental word does not win by precedence."""
+        scoring = self._rules.scoring
+        return (
+            evidence.strongest_term >= scoring.weights["strong"]
+            or evidence.score >= scoring.dominance_ratio * strongest
+        )
 
     def _valid_hint(self, hint: str | None, reasons: list[str]) -> str | None:
         if hint is None or hint in CATEGORIES:
@@ -173,8 +181,8 @@ class Classifier:
     ) -> list[str]:
         min_score = self._rules.scoring.min_score
         return [
-            f"{name} (score {totals[name]:g}) is outweighed by the strongest signal "
-            f"(score {strongest:g}) -> not applied"
+            f"{name} (score {totals[name]:g}, no strong term) is outweighed by the strongest "
+            f"signal (score {strongest:g}) -> not applied"
             for name in CATEGORIES
             if name not in applies and evidence[name].score > 0 and totals[name] >= min_score
         ]
@@ -237,14 +245,18 @@ class Classifier:
 @dataclass
 class _Evidence:
     score: float = 0.0
+    strongest_term: float = 0.0  # the weight of its strongest matched term
     reasons: list[str] = field(default_factory=list)
+
+
+Spans = tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)
 class _Candidate:
     category: str
     term: Term
-    occurrences: tuple[tuple[tuple[int, int], ...], ...]  # per part: (start, end) spans
+    occurrences: tuple[Spans, ...]  # per part of one pattern: its (start, end) spans
 
 
 class _Matcher:
@@ -260,28 +272,34 @@ class _Matcher:
         candidates: list[_Candidate] = []
         for rule in self._rules.categories:
             for term in rule.terms:
-                found = self._find(rule, term)
-                if found is None:
-                    continue
-                if term.weight < 0:
-                    self._count(evidence[rule.name], _Candidate(rule.name, term, found))
-                else:
-                    candidates.append(_Candidate(rule.name, term, found))
+                found = [
+                    _Candidate(rule.name, term, occurrences)
+                    for pattern in term.patterns
+                    if (occurrences := self._find(rule, term, pattern)) is not None
+                ]
+                if term.weight > 0:
+                    candidates += found
+                elif found:
+                    # Counter-terms only describe context: they claim no text.
+                    self._count(evidence[rule.name], found[0])
+        counted: set[int] = set()
         for candidate in self._resolve_overlaps(candidates):
-            self._count(evidence[candidate.category], candidate)
+            if id(candidate.term) not in counted:  # a term counts once
+                counted.add(id(candidate.term))
+                self._count(evidence[candidate.category], candidate)
         return evidence, self._negation_reasons
 
-    def _find(self, rule: CategoryRule, term: Term) -> tuple[tuple[tuple[int, int], ...], ...] | None:
+    def _find(self, rule: CategoryRule, term: Term, pattern: Pattern) -> tuple[Spans, ...] | None:
         """Every part's non-negated occurrences, or None when some part is absent."""
-        found = []
-        for pattern in term.parts:
-            spans = [m.span() for m in pattern.finditer(self._text) if m.end() > m.start()]
-            if rule.negatable and term.weight > 0:
-                spans = [s for s in spans if not self._negated(s, rule.name)]
-            if not spans:
-                return None
-            found.append(tuple(spans))
-        return tuple(found)
+        raw = [
+            [m.span() for m in part.finditer(self._text) if m.end() > m.start()] for part in pattern
+        ]
+        if not all(raw):
+            return None
+        if not (rule.negatable and term.weight > 0):
+            return tuple(tuple(spans) for spans in raw)
+        kept = [tuple(s for s in spans if not self._negated(s, rule.name)) for spans in raw]
+        return tuple(kept) if all(kept) else None
 
     def _negated(self, span: tuple[int, int], category: str) -> bool:
         cue = _negation_cue(self._text[: span[0]], self._rules.negation)
@@ -294,28 +312,29 @@ class _Matcher:
         return True
 
     def _resolve_overlaps(self, candidates: list[_Candidate]) -> list[_Candidate]:
-        """Longest wording first; a span already claimed cannot count for another term."""
-        units = sorted(
-            (
-                (end - start, cand.term.weight, index, part, (start, end))
-                for index, cand in enumerate(candidates)
-                for part, spans in enumerate(cand.occurrences)
-                for start, end in spans
-            ),
-            key=lambda unit: (-unit[0], -unit[1], unit[2]),
+        """Drop every occurrence lying strictly inside a longer one: the longer wording
+        is the meaning ("免手续费" is a promise, the "手续费" inside it is no fee)."""
+        spans = sorted(
+            {span for cand in candidates for part in cand.occurrences for span in part},
+            key=lambda span: span[0] - span[1],  # longest first
         )
-        claimed = bytearray(len(self._text))
-        kept: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        for _, _, index, part, (start, end) in units:
-            if any(claimed[start:end]):
-                continue
-            claimed[start:end] = b"\x01" * (end - start)
-            kept.setdefault((index, part), []).append((start, end))
+
+        def inside_longer(span: tuple[int, int]) -> bool:
+            start, end = span
+            for other_start, other_end in spans:
+                if other_end - other_start <= end - start:
+                    return False
+                if other_start <= start and end <= other_end:
+                    return True
+            return False
+
         resolved = []
-        for index, cand in enumerate(candidates):
-            parts = [tuple(kept.get((index, part), ())) for part in range(len(cand.occurrences))]
+        for cand in candidates:
+            parts = tuple(
+                tuple(span for span in part if not inside_longer(span)) for part in cand.occurrences
+            )
             if all(parts):
-                resolved.append(_Candidate(cand.category, cand.term, tuple(parts)))
+                resolved.append(_Candidate(cand.category, cand.term, parts))
         return resolved
 
     def _count(self, evidence: _Evidence, candidate: _Candidate) -> None:
@@ -323,6 +342,7 @@ class _Matcher:
         label = "keyword" if len(words) == 1 else "keywords"
         verb = "->" if candidate.term.weight > 0 else "counts against"
         evidence.score += candidate.term.weight
+        evidence.strongest_term = max(evidence.strongest_term, candidate.term.weight)
         evidence.reasons.append(f"{label} {' + '.join(words)} {verb} {candidate.category}")
 
 
@@ -337,10 +357,14 @@ def _negation_cue(prefix: str, negation: Negation) -> str | None:
         window = negation.window_chars if len(cue) > 1 else 0
         if len(clause) - (at + len(cue)) <= window:
             return cue
-    words = _WORDS.findall(clause)[-negation.window_words :] if negation.window_words else []
-    for word in reversed(words):
+    # English: walk back over filler words only ("not saying it is fraud"); a content
+    # word stops the search ("I don't know who stole it" is no negation of "stole").
+    words = _WORDS.findall(clause)
+    for word in reversed(words[-(negation.window_words + 1) :]):
         if word in negation.cues_en:
             return word
+        if word not in negation.fillers_en:
+            return None
     return None
 
 
@@ -363,25 +387,25 @@ _WORDS = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 
 class _TypoRepair:
-    """Repairs an English word one slip away from exactly one lexicon word.
+    """Repairs an English word one slip away from exactly one typo target.
 
-    A slip is a missing letter, an extra letter, two swapped neighbours or (for longer
-    words) one wrong letter. Words in ``typo_exempt`` are real words that merely look
-    like a lexicon word ("sending" is not "pending") and are left alone.
+    A slip is a missing letter, two swapped neighbours, or (in longer words) an extra or
+    a wrong letter. Targets are a short list of signal words, not the whole lexicon, so
+    real words stay as they are ("though" is not "through"); ``typo_exempt`` lists real
+    words that still look like a target ("sending" is not "pending").
     """
 
-    def __init__(self, vocabulary: frozenset[str], norm: Normalisation) -> None:
+    def __init__(self, norm: Normalisation, lexicon: frozenset[str]) -> None:
         self._norm = norm
-        self._vocabulary = frozenset(w for w in vocabulary if len(w) >= norm.typo_min_length)
+        self._vocabulary = norm.typo_targets
+        self._known = lexicon | norm.typo_exempt  # real words, never repaired
         self._omissions: dict[str, set[str]] = {}
         self._substitutions: dict[str, set[str]] = {}
         for word in self._vocabulary:
             for i in range(len(word)):
                 self._omissions.setdefault(word[:i] + word[i + 1 :], set()).add(word)
                 if len(word) >= norm.typo_substitution_min_length:
-                    self._substitutions.setdefault(word[:i] + "?" + word[i + 1 :], set()).add(
-                        word
-                    )
+                    self._substitutions.setdefault(word[:i] + "?" + word[i + 1 :], set()).add(word)
 
     def repair(self, text: str) -> tuple[str, list[tuple[str, str]]]:
         repairs: list[tuple[str, str]] = []
@@ -399,25 +423,44 @@ class _TypoRepair:
 
     def _correction(self, token: str) -> str | None:
         if (
-            len(token) < self._norm.typo_min_length - 1
+            len(token) < self._norm.typo_min_length
             or token in self._vocabulary
-            or token in self._norm.typo_exempt
+            or token in self._known
         ):
             return None
-        found: set[str] = set(self._omissions.get(token, ()))
+        # The likeliest slips first; a later kind is tried only when the first finds none.
+        for found in (self._omitted_or_swapped(token), self._added_or_wrong(token)):
+            found = {word for word in found if _stem(word) != _stem(token)}
+            if found:
+                return found.pop() if len(found) == 1 else None
+        return None
+
+    def _omitted_or_swapped(self, token: str) -> set[str]:
+        found = set(self._omissions.get(token, ()))
+        for i in range(len(token) - 1):
+            swapped = token[:i] + token[i + 1] + token[i] + token[i + 2 :]
+            if swapped in self._vocabulary:
+                found.add(swapped)
+        return found
+
+    def _added_or_wrong(self, token: str) -> set[str]:
+        if len(token) < self._norm.typo_substitution_min_length:
+            return set()
+        found: set[str] = set()
         for i in range(len(token)):
             dropped = token[:i] + token[i + 1 :]
             if dropped in self._vocabulary:
                 found.add(dropped)
-            swapped = token[:i] + token[i + 1 : i + 2] + token[i : i + 1] + token[i + 2 :]
-            if i + 1 < len(token) and swapped in self._vocabulary:
-                found.add(swapped)
-            if len(token) >= self._norm.typo_substitution_min_length:
-                found |= self._substitutions.get(token[:i] + "?" + token[i + 1 :], set())
-        # An inflected form or a stem of a lexicon word ("refunds", "charge") is not a typo.
-        if any(token.startswith(word) or word.startswith(token) for word in found):
-            return None
-        return found.pop() if len(found) == 1 else None
+            found |= self._substitutions.get(token[:i] + "?" + token[i + 1 :], set())
+        return found
+
+
+def _stem(word: str) -> str:
+    """Crude English stem, enough to tell an inflection ("charges") from a typo."""
+    for suffix in ("ing", "ed", "es", "er", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
 
 
 _TOKEN = re.compile(r"(?<![a-z'])[a-z]+(?![a-z'])")
@@ -456,8 +499,8 @@ def _amount(value: Any) -> Decimal | None:
     # Money is Decimal from end to end: a float has already lost the cents.
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or isinstance(value, float):
-        raise ValueError("amount must be a decimal string such as \"86.50\"")
+    if isinstance(value, bool | float):
+        raise ValueError('amount must be a decimal string such as "86.50"')
     if isinstance(value, Decimal):
         amount = value
     elif isinstance(value, int | str):
@@ -466,7 +509,7 @@ def _amount(value: Any) -> Decimal | None:
         except InvalidOperation as exc:
             raise ValueError(f"amount '{value}' is not a decimal number") from exc
     else:
-        raise ValueError("amount must be a decimal string such as \"86.50\"")
+        raise ValueError('amount must be a decimal string such as "86.50"')
     if not amount.is_finite():
         raise ValueError(f"amount '{value}' is not a finite number")
     return amount

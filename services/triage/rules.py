@@ -8,9 +8,11 @@ classifier only runs ready regular expressions.
 Term syntax (documented for operators at the top of ``rules.toml``):
 
 - ``a|b|c``        any of the alternatives (plain text, not regular expressions);
-- ``a * b``        ``a`` then ``b`` later in the same clause, at most ``gap_chars`` apart;
+- ``a|b * c|d``    ``a`` or ``b``, then ``c`` or ``d`` later in the same clause (no
+                   punctuation between), at most ``gap_chars`` apart;
 - ``a & b``        both ``a`` and ``b`` somewhere in the complaint, in any order;
-- ``re:...``       a raw regular expression, for the rare case the above cannot express.
+- ``re:...``       a raw regular expression, for the rare case the above cannot express;
+- ``["p", "q"]``   a list of such patterns: one signal that matches when any does.
 
 English literals match whole words, with an optional inflection (``s``, ``es``, ``d``,
 ``ed``, ``ing``) so "refund" also finds "refunds" and "refunded".
@@ -64,6 +66,7 @@ class Normalisation:
 
     char_map: Mapping[int, str]
     replacements: Mapping[str, str]
+    typo_targets: frozenset[str]  # lexicon words worth repairing a slip towards
     typo_min_length: int
     typo_substitution_min_length: int
     typo_exempt: frozenset[str]
@@ -83,17 +86,18 @@ class Normalisation:
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 
+# One compiled pattern: its parts are conjunctive (``&``), every part must match.
+Pattern = tuple[re.Pattern[str], ...]
+
+
 @dataclass(frozen=True)
 class Term:
-    """One lexicon entry: the text as written in rules.toml and its compiled parts.
-
-    ``parts`` are conjunctive (``&``): the term matches when every part matches.
-    """
+    """One lexicon entry: one signal, matched by any of its patterns, counted once."""
 
     source: str
     weight: float
-    parts: tuple[re.Pattern[str], ...]
-    words: frozenset[str]  # the English words it uses: the vocabulary for typo repair
+    patterns: tuple[Pattern, ...]
+    words: frozenset[str]  # its English words: real words that typo repair leaves alone
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ class Negation:
     cues_zh: tuple[str, ...]
     window_chars: int
     cues_en: frozenset[str]
+    fillers_en: frozenset[str]  # words that may stand between an English cue and a keyword
     window_words: int
     scope_breaks_zh: tuple[str, ...]
     scope_breaks_en: frozenset[str]
@@ -179,8 +184,10 @@ def _build(data: Mapping[str, Any]) -> TriageRules:
     )
     scoring = _scoring(_table(data, "scoring"))
     normalisation = _normalisation(_table(data, "normalisation"))
+    categories = _categories(_table(data, "categories"), scoring, normalisation)
+    _check_typo_targets(normalisation, categories)
     return TriageRules(
-        categories=_categories(_table(data, "categories"), scoring, normalisation),
+        categories=categories,
         scoring=scoring,
         negation=_negation(_table(data, "negation"), normalisation),
         normalisation=normalisation,
@@ -217,6 +224,7 @@ def _normalisation(table: Mapping[str, Any]) -> Normalisation:
         {
             "traditional_to_simplified",
             "replacements",
+            "typo_targets",
             "typo_min_length",
             "typo_substitution_min_length",
             "typo_exempt",
@@ -236,6 +244,7 @@ def _normalisation(table: Mapping[str, Any]) -> Normalisation:
     return Normalisation(
         char_map=MappingProxyType(char_map),
         replacements=MappingProxyType({k.lower(): v.lower() for k, v in replacements.items()}),
+        typo_targets=frozenset(w.lower() for w in _strings(table, "typo_targets", where)),
         typo_min_length=int(_positive(table, "typo_min_length", where)),
         typo_substitution_min_length=int(_positive(table, "typo_substitution_min_length", where)),
         typo_exempt=frozenset(w.lower() for w in _strings(table, "typo_exempt", where)),
@@ -247,17 +256,31 @@ def _negation(table: Mapping[str, Any], norm: Normalisation) -> Negation:
     _check_keys(
         table,
         where,
-        {"cues_zh", "window_chars", "cues_en", "window_words", "scope_breaks_zh", "scope_breaks_en"},
+        {
+            "cues_zh",
+            "window_chars",
+            "cues_en",
+            "fillers_en",
+            "window_words",
+            "scope_breaks_zh",
+            "scope_breaks_en",
+        },
     )
+
+    def words(key: str) -> tuple[str, ...]:
+        values = tuple(norm.normalise(c) for c in _strings(table, key, where))
+        if not all(values):
+            raise ValueError(f"{where} {key} has an empty or whitespace-only entry")
+        return values
+
     return Negation(
-        cues_zh=tuple(norm.normalise(c) for c in _strings(table, "cues_zh", where)),
+        cues_zh=words("cues_zh"),
         window_chars=int(_non_negative(table, "window_chars", where)),
-        cues_en=frozenset(norm.normalise(c) for c in _strings(table, "cues_en", where)),
+        cues_en=frozenset(words("cues_en")),
+        fillers_en=frozenset(words("fillers_en")),
         window_words=int(_non_negative(table, "window_words", where)),
-        scope_breaks_zh=tuple(norm.normalise(c) for c in _strings(table, "scope_breaks_zh", where)),
-        scope_breaks_en=frozenset(
-            norm.normalise(c) for c in _strings(table, "scope_breaks_en", where)
-        ),
+        scope_breaks_zh=words("scope_breaks_zh"),
+        scope_breaks_en=frozenset(words("scope_breaks_en")),
     )
 
 
@@ -315,6 +338,16 @@ def _categories(
     )
 
 
+def _check_typo_targets(norm: Normalisation, categories: tuple[CategoryRule, ...]) -> None:
+    lexicon = {word for rule in categories for term in rule.terms for word in term.words}
+    unknown = sorted(norm.typo_targets - lexicon)
+    if unknown:
+        raise ValueError(f"[normalisation] typo_targets not used by any term: {unknown}")
+    short = sorted(w for w in norm.typo_targets if len(w) < norm.typo_min_length)
+    if short:
+        raise ValueError(f"[normalisation] typo_targets shorter than typo_min_length: {short}")
+
+
 def _tier_weights(table: Mapping[str, Any]) -> Mapping[str, float]:
     where = "[scoring.weights]"
     raw = table.get("weights")
@@ -347,9 +380,9 @@ def _category(
     if not isinstance(negatable, bool):
         raise ValueError(f"{where} negatable must be true or false")
     terms = tuple(
-        _term(source, weights[tier], norm, gap_chars, where)
+        _term(entry, weights[tier], norm, gap_chars, f"{where} {tier}")
         for tier in TIERS
-        for source in _strings(table, tier, where)
+        for entry in _entries(table, tier, where)
     )
     return CategoryRule(
         name=name,
@@ -364,28 +397,38 @@ def _category(
 # ---------------------------------------------------------------- terms
 
 
-def _term(source: str, weight: float, norm: Normalisation, gap_chars: int, where: str) -> Term:
+def _term(
+    entry: str | list[str], weight: float, norm: Normalisation, gap_chars: int, where: str
+) -> Term:
+    sources = [entry] if isinstance(entry, str) else entry
+    patterns = tuple(_pattern(source, norm, gap_chars, where) for source in sources)
+    words = frozenset(
+        word
+        for source in sources
+        if not source.startswith("re:")
+        for word in re.findall(r"[a-z]+", norm.normalise(source))
+    )
+    return Term(source=" / ".join(sources), weight=weight, patterns=patterns, words=words)
+
+
+def _pattern(source: str, norm: Normalisation, gap_chars: int, where: str) -> Pattern:
     if not source.strip():
         raise ValueError(f"{where} has an empty term")
     if source.startswith("re:"):
         try:
-            parts: tuple[re.Pattern[str], ...] = (re.compile(source[3:]),)
+            return (re.compile(source[3:]),)
         except re.error as exc:
             raise ValueError(f"{where} term '{source}': bad regular expression: {exc}") from exc
-        words: frozenset[str] = frozenset()
-    else:
-        parts = tuple(
-            re.compile(_sequence_pattern(part, norm, gap_chars, where, source))
-            for part in source.split(" & ")
-        )
-        words = frozenset(re.findall(r"[a-z]+", norm.normalise(source)))
-    return Term(source=source, weight=weight, parts=parts, words=words)
+    return tuple(
+        re.compile(_sequence_pattern(part, norm, gap_chars, where, source))
+        for part in source.split(" & ")
+    )
 
 
 def _sequence_pattern(part: str, norm: Normalisation, gap: int, where: str, source: str) -> str:
-    # A gap stays inside one clause: it may not cross sentence punctuation (a "." inside a
-    # number such as 0.1% is allowed).
-    gap_pattern = rf"(?:[^。！？!?；;\n.]|\.(?=\d)){{0,{gap}}}?"
+    # A gap stays inside one clause: it may not cross punctuation (a "." inside a number
+    # such as 0.1% is allowed).
+    gap_pattern = rf"(?:[^。！？!?；;,，、\n.]|\.(?=\d)){{0,{gap}}}?"
     pieces = [_alternatives(alt, norm, where, source) for alt in part.split(" * ")]
     return gap_pattern.join(pieces)
 
@@ -439,6 +482,19 @@ def _strings(table: Mapping[str, Any], key: str, where: str) -> list[str]:
     return value
 
 
+def _entries(table: Mapping[str, Any], key: str, where: str) -> list[str | list[str]]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(_is_entry(v) for v in value):
+        raise ValueError(f"{where} {key} must be a list of strings or lists of strings")
+    return value
+
+
+def _is_entry(value: Any) -> bool:
+    if isinstance(value, str):
+        return True
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+
+
 def _number(table: Mapping[str, Any], key: str, where: str) -> float:
     value = table.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -473,7 +529,7 @@ def _hours(table: Mapping[str, Any], key: str, where: str) -> Decimal:
 def _money(raw: Any, where: str) -> Decimal:
     # Money never goes through float: a TOML float is refused, write "1500" or 1500.
     if isinstance(raw, bool) or not isinstance(raw, str | int):
-        raise ValueError(f"{where} must be a decimal string such as \"1500\" or an integer")
+        raise ValueError(f'{where} must be a decimal string such as "1500" or an integer')
     try:
         amount = Decimal(str(raw))
     except InvalidOperation as exc:

@@ -1,0 +1,530 @@
+"""Triage classifier: precedence, scoring, negation, hints, priority, due times, rules."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.triage.classifier import Classification, Classifier, ComplaintFacts
+from services.triage.rules import (
+    CATEGORIES,
+    DEFAULT_RULES_PATH,
+    TriageRules,
+    load_rules,
+    rules_from_mapping,
+)
+
+
+@pytest.fixture(scope="module")
+def rules() -> TriageRules:
+    return load_rules()
+
+
+@pytest.fixture(scope="module")
+def classifier(rules: TriageRules) -> Classifier:
+    return Classifier(rules)
+
+
+def classify(
+    classifier: Classifier, description: str, channel: str = "app", **fields: Any
+) -> Classification:
+    return classifier.classify(
+        ComplaintFacts.from_mapping({"description": description, "channel": channel, **fields})
+    )
+
+
+def default_document() -> dict[str, Any]:
+    with DEFAULT_RULES_PATH.open("rb") as handle:
+        return tomllib.load(handle)
+
+
+# One plain complaint per category, with the contract's base priority.
+SAMPLES = [
+    ("钱包被盗刷了三笔", "fraud", "P1"),
+    ("I was charged twice for one order", "duplicate_charge", "P2"),
+    ("我的账户被冻结了，余额用不了", "account_frozen", "P2"),
+    ("转账给朋友，我这边已经扣款了，朋友一直没收到", "transfer_delay", "P2"),
+    ("提现到银行卡三天了还没到账", "top_up_withdrawal", "P2"),
+    ("商家同意退款两周了，钱还没退回来", "refund", "P2"),
+    ("我的个人信息被泄露了，天天接到骚扰电话", "privacy", "P2"),
+    ("Why was I charged a fee for an instant transfer?", "fees", "P3"),
+    ("扫码付款一直失败", "payment_failure", "P3"),
+    ("I can't log in, it says my password is wrong", "account_access", "P3"),
+    ("The cashback promotion was never paid", "terms_marketing", "P4"),
+    ("升级之后应用一直闪退", "app_usability", "P4"),
+    ("客服电话一直打不通", "customer_service", "P4"),
+    ("请问钱包支持哪些银行卡？", "other", "P4"),
+]
+
+
+# ---------------------------------------------------------------- categories
+
+
+@pytest.mark.parametrize(("description", "category", "priority"), SAMPLES)
+def test_each_category_with_its_base_priority(
+    classifier: Classifier, description: str, category: str, priority: str
+) -> None:
+    result = classify(classifier, description)
+    assert (result.category, result.priority) == (category, priority), result.reasons
+
+
+def test_samples_cover_every_category() -> None:
+    assert {category for _, category, _ in SAMPLES} == set(CATEGORIES)
+
+
+# ---------------------------------------------------------------- precedence and scoring
+
+
+def test_duplicate_charge_that_mentions_refund_is_a_duplicate_charge(
+    classifier: Classifier,
+) -> None:
+    result = classify(classifier, "I was charged twice for my subscription, please refund one")
+    assert result.category == "duplicate_charge"
+    assert any(
+        "refund also applies" in reason and "duplicate_charge takes precedence" in reason
+        for reason in result.reasons
+    )
+
+
+def test_fraud_takes_precedence_over_a_duplicate_charge(classifier: Classifier) -> None:
+    result = classify(classifier, "账户被盗刷了，同一笔还扣了两次")
+    assert result.category == "fraud"
+
+
+def test_a_weak_incidental_word_does_not_beat_a_strong_signal(classifier: Classifier) -> None:
+    # "重复" hints at a duplicate charge, which comes first in precedence, but only weakly.
+    result = classify(classifier, "应用一直重复闪退，根本没法用")
+    assert result.category == "app_usability"
+
+
+def test_a_medium_word_is_outweighed_by_much_stronger_evidence(classifier: Classifier) -> None:
+    # "风控" alone would mean a frozen account; next to a clear login failure it is context.
+    result = classify(classifier, "登录不了，密码错误，重置密码也不行，提示风控")
+    assert result.category == "account_access"
+    assert any("account_frozen" in reason and "outweighed" in reason for reason in result.reasons)
+
+
+def test_a_fee_on_a_withdrawal_is_about_the_fee(classifier: Classifier) -> None:
+    assert classify(classifier, "提现收了0.1%的手续费，之前没有提示").category == "fees"
+
+
+def test_a_free_promise_broken_is_marketing_not_fees(classifier: Classifier) -> None:
+    assert classify(classifier, "宣传说免手续费，结果还是收费了").category == "terms_marketing"
+
+
+def test_no_signal_at_all_is_other(classifier: Classifier) -> None:
+    result = classify(classifier, "你好")
+    assert result.category == "other"
+    assert any("no category keywords matched" in reason for reason in result.reasons)
+
+
+def test_failed_payment_with_nothing_deducted_is_not_a_transfer_delay(
+    classifier: Classifier,
+) -> None:
+    result = classify(classifier, "扫码支付失败，商家没有收到钱，我这边也没扣款")
+    assert result.category == "payment_failure"
+
+
+# ---------------------------------------------------------------- negation
+
+
+@pytest.mark.parametrize(
+    ("description", "category", "cue"),
+    [
+        ("这不是诈骗，是你们系统重复扣款了", "duplicate_charge", "不是"),
+        ("账户没有被盗，但是被冻结了", "account_frozen", "没有"),
+        ("不是什么诈骗，同一笔订单扣了两次", "duplicate_charge", "不是"),
+        ("This is not a scam, I was simply charged twice", "duplicate_charge", "not"),
+        ("Not fraud, just a bug: the app charged me twice", "duplicate_charge", "not"),
+        ("I'm not saying it is fraud, but my account is frozen", "account_frozen", "not"),
+        ("My account isn't frozen, I just can't log in", "account_access", "isn't"),
+    ],
+)
+def test_negated_keywords_do_not_count(
+    classifier: Classifier, description: str, category: str, cue: str
+) -> None:
+    result = classify(classifier, description)
+    assert result.category == category, result.reasons
+    assert any(f"negated by '{cue}'" in reason for reason in result.reasons)
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        "I don't know who stole my money",  # a content word between cue and keyword
+        "没注意就被骗了，钱被转走了",  # 没 does not touch the keyword
+        "都不是我操作的，钱被转走了",  # the negation is part of the fraud phrase
+        "Not my phone, but my money was stolen",  # "but" ends the negated clause
+        "I never made these payments",
+    ],
+)
+def test_fraud_despite_a_nearby_negation_word(classifier: Classifier, description: str) -> None:
+    assert classify(classifier, description).category == "fraud"
+
+
+# ---------------------------------------------------------------- category_hint
+
+
+def test_a_wrong_hint_does_not_override_the_text(classifier: Classifier) -> None:
+    result = classify(classifier, "I was charged twice for one coffee", category_hint="refund")
+    assert result.category == "duplicate_charge"
+    assert (
+        "category_hint 'refund' not followed: the text points to duplicate_charge" in result.reasons
+    )
+
+
+def test_a_hint_cannot_beat_a_strong_signal(classifier: Classifier) -> None:
+    result = classify(
+        classifier, "密码输错几次就被锁了，要等24小时才能登录", category_hint="account_frozen"
+    )
+    assert result.category == "account_access"
+
+
+def test_the_hint_decides_between_weak_signals(classifier: Classifier) -> None:
+    # "twice" (duplicate_charge) and "failed" (payment_failure) are equally weak.
+    assert classify(classifier, "It failed twice.").category == "duplicate_charge"
+    hinted = classify(classifier, "It failed twice.", category_hint="payment_failure")
+    assert hinted.category == "payment_failure"
+    assert "category_hint 'payment_failure' agrees (+1)" in hinted.reasons
+
+
+def test_a_hint_alone_is_not_a_category(classifier: Classifier) -> None:
+    assert classify(classifier, "Hello there", category_hint="fraud").category == "other"
+
+
+def test_an_unknown_hint_is_ignored_with_a_reason(classifier: Classifier) -> None:
+    result = classify(classifier, "客服电话一直打不通", category_hint="billing")
+    assert result.category == "customer_service"
+    assert "category_hint 'billing' is not a known category -> ignored" in result.reasons
+
+
+# ---------------------------------------------------------------- priority
+
+
+@pytest.mark.parametrize("channel", ["regulator", "consumer_association", "social_media"])
+def test_escalation_channels_raise_priority_one_level(classifier: Classifier, channel: str) -> None:
+    result = classify(classifier, "商家同意退款两周了，钱还没退回来", channel=channel)
+    assert result.priority == "P1"
+    assert f"channel {channel} raises priority P2 -> P1" in result.reasons
+
+
+@pytest.mark.parametrize("channel", ["app", "web", "phone", "email", "chat"])
+def test_ordinary_channels_keep_the_base_priority(classifier: Classifier, channel: str) -> None:
+    assert classify(classifier, "扫码付款一直失败", channel=channel).priority == "P3"
+
+
+def test_p1_stays_p1_on_an_escalation_channel(classifier: Classifier) -> None:
+    result = classify(classifier, "钱包被盗刷了", channel="regulator")
+    assert result.priority == "P1"
+    assert "channel regulator: priority stays P1" in result.reasons
+
+
+def test_p4_raised_to_p3(classifier: Classifier) -> None:
+    assert classify(classifier, "客服电话一直打不通", channel="social_media").priority == "P3"
+
+
+@pytest.mark.parametrize(
+    ("currency", "threshold"),
+    [("CNY", "10000"), ("USD", "1500"), ("EUR", "1500"), ("GBP", "1200"), ("HKD", "12000")],
+)
+def test_large_amount_threshold_per_currency(
+    classifier: Classifier, rules: TriageRules, currency: str, threshold: str
+) -> None:
+    assert rules.large_amounts[currency] == Decimal(threshold)
+    text = "扫码付款一直失败"  # payment_failure, base P3
+    below = classify(
+        classifier, text, amount=str(Decimal(threshold) - Decimal("0.01")), currency=currency
+    )
+    at = classify(classifier, text, amount=threshold, currency=currency)
+    above = classify(classifier, text, amount=str(Decimal(threshold) * 3), currency=currency)
+    assert (below.priority, at.priority, above.priority) == ("P3", "P1", "P1")
+    assert (
+        f"amount {threshold} {currency} >= large-amount threshold {threshold} {currency} -> P1"
+        in at.reasons
+    )
+
+
+def test_currency_is_case_insensitive(classifier: Classifier) -> None:
+    assert classify(classifier, "扫码付款一直失败", amount="10000", currency="cny").priority == "P1"
+
+
+def test_no_threshold_for_an_unconfigured_currency(classifier: Classifier) -> None:
+    result = classify(classifier, "扫码付款一直失败", amount="99999999", currency="JPY")
+    assert result.priority == "P3"
+    assert "no large-amount threshold configured for JPY" in result.reasons
+
+
+def test_an_amount_without_currency_is_not_compared(classifier: Classifier) -> None:
+    result = classify(classifier, "扫码付款一直失败", amount="50000")
+    assert result.priority == "P3"
+    assert any("has no currency" in reason for reason in result.reasons)
+
+
+def test_large_amount_overrides_a_low_base_priority(classifier: Classifier) -> None:
+    result = classify(classifier, "请问单笔转账限额是多少", amount="30000", currency="CNY")
+    assert (result.category, result.priority) == ("other", "P1")
+
+
+# ---------------------------------------------------------------- reasons, actions, issues
+
+
+@pytest.mark.parametrize(("description", "category", "priority"), SAMPLES)
+def test_reasons_explain_category_and_priority(
+    classifier: Classifier, description: str, category: str, priority: str
+) -> None:
+    reasons = classify(classifier, description).reasons
+    assert reasons
+    assert all(isinstance(reason, str) and reason for reason in reasons)
+    assert any(
+        reason.startswith("keyword") and reason.endswith(f"-> {category}") for reason in reasons
+    )
+    assert f"base priority of {category} is {priority}" in reasons
+
+
+def test_reason_names_the_keyword(classifier: Classifier) -> None:
+    assert "keyword '盗刷' -> fraud" in classify(classifier, "有人盗刷了我的钱包").reasons
+
+
+def test_fraud_requests_a_freeze_review(classifier: Classifier) -> None:
+    assert classify(classifier, "钱包被盗刷了").actions == ("freeze_review_requested",)
+
+
+@pytest.mark.parametrize(
+    ("description", "category", "priority"), [s for s in SAMPLES if s[1] != "fraud"]
+)
+def test_other_categories_request_no_action(
+    classifier: Classifier, description: str, category: str, priority: str
+) -> None:
+    assert classify(classifier, description).actions == ()
+
+
+def test_every_category_has_a_regulatory_issue(rules: TriageRules) -> None:
+    for category in CATEGORIES:
+        assert rules.category(category).regulatory_issue.strip(), category
+
+
+@pytest.mark.parametrize(
+    ("description", "issue"),
+    [
+        ("钱包被盗刷了", "Fraud or scam"),
+        ("I was charged twice for one order", "Wrong amount charged or received"),
+        ("转账给朋友，已经扣款了，朋友没收到", "Money was not available when promised"),
+        ("Why was I charged a fee for an instant transfer?", "Unexpected or other fees"),
+        ("客服电话一直打不通", "Problem with customer service"),
+    ],
+)
+def test_classification_carries_the_regulatory_issue(
+    classifier: Classifier, description: str, issue: str
+) -> None:
+    assert classify(classifier, description).regulatory_issue == issue
+
+
+# ---------------------------------------------------------------- normalisation and typos
+
+
+@pytest.mark.parametrize(
+    ("description", "category", "repair"),
+    [
+        ("my refnd is still processing", "refund", "read 'refnd' as 'refund'"),
+        ("chargd twice for my subscription", "duplicate_charge", "read 'chargd' as 'charged'"),
+        (
+            "i transfered money and she never recieved it",
+            "transfer_delay",
+            "read 'recieved' as 'received'",
+        ),
+        ("custmer servise never answers", "customer_service", "read 'servise' as 'service'"),
+    ],
+)
+def test_simple_english_typos_are_tolerated(
+    classifier: Classifier, description: str, category: str, repair: str
+) -> None:
+    result = classify(classifier, description)
+    assert result.category == category
+    assert repair in result.reasons
+
+
+def test_real_words_are_not_repaired(classifier: Classifier) -> None:
+    result = classify(classifier, "Though I was sending money, I changed my mind")
+    assert not any(reason.startswith("read ") for reason in result.reasons)
+
+
+def test_full_width_and_upper_case_text(classifier: Classifier) -> None:
+    assert classify(classifier, "ＲＥＦＵＮＤ ＮＯＴ ＲＥＣＥＩＶＥＤ").category == "refund"
+
+
+def test_traditional_chinese(classifier: Classifier) -> None:
+    assert classify(classifier, "我的帳戶被凍結了，無法轉帳").category == "account_frozen"
+
+
+def test_mixed_language(classifier: Classifier) -> None:
+    assert classify(classifier, "昨天在Starbucks被charge了两次").category == "duplicate_charge"
+
+
+# ---------------------------------------------------------------- facts
+
+
+def test_facts_from_contract_fields() -> None:
+    facts = ComplaintFacts.from_mapping(
+        {
+            "id": "x1",
+            "customer": {"id": "u-1"},
+            "description": "被盗刷",
+            "channel": "APP",
+            "amount": "86.50",
+            "currency": "cny",
+            "category_hint": "fraud",
+            "merchant": "Example Mart",
+            "transaction_ref": "T-1",
+            "expected_category": "fraud",
+        }
+    )
+    assert facts == ComplaintFacts(
+        description="被盗刷",
+        channel="app",
+        amount=Decimal("86.50"),
+        currency="CNY",
+        category_hint="fraud",
+        merchant="Example Mart",
+        transaction_ref="T-1",
+    )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"channel": "app"},
+        {"description": "   ", "channel": "app"},
+        {"description": 42, "channel": "app"},
+        {"description": "x", "channel": "app", "amount": 12.5},
+        {"description": "x", "channel": "app", "amount": "twelve"},
+        {"description": "x", "channel": "app", "amount": "NaN"},
+        {"description": "x", "channel": "app", "currency": 1},
+    ],
+)
+def test_facts_reject_bad_fields(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        ComplaintFacts.from_mapping(fields)
+
+
+# ---------------------------------------------------------------- due times
+
+
+@pytest.mark.parametrize(
+    ("priority", "first", "resolution"),
+    [("P1", 2, 24), ("P2", 4, 72), ("P3", 24, 72), ("P4", 24, 120)],
+)
+def test_default_due_times(
+    classifier: Classifier, priority: str, first: int, resolution: int
+) -> None:
+    received = datetime(2026, 11, 22, 10, 15, tzinfo=UTC)
+    due = classifier.due_times(priority, received)
+    assert due.first_response_due == received + timedelta(hours=first)
+    assert due.resolution_due == received + timedelta(hours=resolution)
+
+
+def test_due_times_need_a_known_priority(classifier: Classifier) -> None:
+    with pytest.raises(ValueError, match="unknown priority"):
+        classifier.due_times("P5", datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def test_due_times_need_an_aware_time(classifier: Classifier) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        classifier.due_times("P1", datetime(2026, 1, 1))
+
+
+def test_due_hours_are_configurable() -> None:
+    document = default_document()
+    document["due_hours"]["P1"] = {"first_response": 0.5, "resolution": 8}
+    due = Classifier(rules_from_mapping(document)).due_times("P1", datetime(2026, 1, 1, tzinfo=UTC))
+    assert due.first_response_due == datetime(2026, 1, 1, 0, 30, tzinfo=UTC)
+    assert due.resolution_due == datetime(2026, 1, 1, 8, tzinfo=UTC)
+
+
+# ---------------------------------------------------------------- rules validation
+
+
+def test_thresholds_are_configurable() -> None:
+    document = default_document()
+    document["priority"]["large_amount"]["JPY"] = "200000"
+    classifier = Classifier(rules_from_mapping(document))
+    assert (
+        classify(classifier, "扫码付款一直失败", amount="200000", currency="JPY").priority == "P1"
+    )
+
+
+def _broken(mutate: Any) -> dict[str, Any]:
+    document = copy.deepcopy(default_document())
+    mutate(document)
+    return document
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["categories"].update(billing=d["categories"]["fees"]), "unknown category"),
+        (lambda d: d["categories"].pop("privacy"), "missing categories"),
+        (lambda d: d["categories"]["fees"].update(priority="P7"), "priority 'P7'"),
+        (lambda d: d["due_hours"]["P2"].update(first_response=-1), "must not be negative"),
+        (lambda d: d["due_hours"]["P3"].update(first_response=100), "after resolution"),
+        (lambda d: d["due_hours"].pop("P4"), r"\[due_hours.P4\] is missing"),
+        (lambda d: d["categories"]["refund"].update(stong=["退款"]), "unknown key"),
+        (lambda d: d["categories"]["refund"].update(strong=["re:("]), "bad regular expression"),
+        (lambda d: d["categories"]["refund"].update(strong=[""]), "empty term"),
+        (lambda d: d["priority"]["large_amount"].update(USD=1500.5), "decimal string"),
+        (lambda d: d["priority"]["large_amount"].update(USD="-5"), "positive amount"),
+        (lambda d: d["priority"]["large_amount"].update(usd="5"), "ISO 4217"),
+        (lambda d: d["priority"].update(raise_channels=["fax"]), "unknown channel"),
+        (lambda d: d["scoring"]["weights"].update(counter=1), "counter must be negative"),
+        (lambda d: d["scoring"].update(dominance_ratio=2), "dominance_ratio"),
+        (lambda d: d["normalisation"]["typo_targets"].append("zebra"), "typo_targets not used"),
+    ],
+)
+def test_invalid_rules_are_refused_with_a_clear_message(mutate: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        rules_from_mapping(_broken(mutate))
+
+
+def test_load_rules_names_the_file_on_errors(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text("[scoring\nmin_score = 2\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="not valid TOML") as caught:
+        load_rules(path)
+    assert str(path) in str(caught.value)
+
+
+def test_load_rules_reads_a_given_file(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(
+        DEFAULT_RULES_PATH.read_text(encoding="utf-8").replace('USD = "1500"', 'USD = "900"'),
+        encoding="utf-8",
+    )
+    assert load_rules(path).large_amounts["USD"] == Decimal("900")
+
+
+def test_default_rules_follow_the_contract(rules: TriageRules) -> None:
+    assert tuple(rule.name for rule in rules.categories) == CATEGORIES
+    assert {rule.name: rule.priority for rule in rules.categories} == {
+        "fraud": "P1",
+        **dict.fromkeys(
+            [
+                "duplicate_charge",
+                "account_frozen",
+                "transfer_delay",
+                "top_up_withdrawal",
+                "refund",
+                "privacy",
+            ],
+            "P2",
+        ),
+        **dict.fromkeys(["fees", "payment_failure", "account_access"], "P3"),
+        **dict.fromkeys(["terms_marketing", "app_usability", "customer_service", "other"], "P4"),
+    }
+    assert rules.raise_channels == {"regulator", "consumer_association", "social_media"}
+    assert rules.large_amounts["CNY"] == Decimal("10000")
+    assert rules.large_amounts["USD"] == Decimal("1500")
