@@ -1,0 +1,1 @@
+"""notifier: acknowledgements, progress updates and surveys to the wallet app's webhook."""

@@ -1,0 +1,1 @@
+"""resolution: case management, refunds and compensation, the clocks."""

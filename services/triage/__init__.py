@@ -1,0 +1,1 @@
+"""triage: category, priority, due times, duplicates and incidents for each complaint."""

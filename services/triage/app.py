@@ -1,0 +1,36 @@
+"""triage's composition root."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.triage.classifier import Classifier
+from services.triage.handler import TriageHandler
+from services.triage.rules import load_rules
+from services.triage.settings import TriageSettings
+from shared.runtime import ServiceRuntime
+from shared.service_app import build_app
+from shared.topics import COMPLAINTS_RECEIVED
+
+SCHEMA = "triage"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: TriageSettings | None = None) -> FastAPI:
+    settings = settings or TriageSettings()
+    # Rules are validated here, at start-up: a broken rules file stops the service loudly.
+    classifier = Classifier(load_rules(settings.rules_file))
+    runtime = ServiceRuntime(settings, SCHEMA)
+    runtime.on(
+        COMPLAINTS_RECEIVED,
+        TriageHandler(classifier, runtime.metrics, timedelta(days=settings.duplicate_window_days)),
+    )
+    return build_app(
+        runtime,
+        title="Wallet complaints: triage",
+        version="1.0.0",
+        description="Classifies complaints; only health and metrics over HTTP.",
+    )

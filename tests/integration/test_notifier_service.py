@@ -1,0 +1,133 @@
+"""notifier against real PostgreSQL, a real broker and a real HTTP webhook receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from services.notifier.app import MIGRATIONS, SCHEMA, create_app
+from services.notifier.settings import NotifierSettings
+from shared.events import Envelope, new_event
+from shared.runtime import migrate
+from shared.signing import derive_webhook_secret, verify_webhook
+from shared.topics import COMPLAINTS_RECEIVED, COMPLAINTS_RESOLUTION, NOTIFICATIONS
+from tests.integration.events import as_bytes, received_event
+from tests.support import Infra, WebhookSink, eventually, produce, read_topic, running
+
+
+@pytest.fixture(scope="module")
+async def notifier(infra: Infra) -> AsyncIterator[httpx.AsyncClient]:
+    settings = infra.settings(NotifierSettings, retry_first_s=0.5)
+    await asyncio.to_thread(migrate, settings, SCHEMA, MIGRATIONS)
+    async with running(create_app(settings)) as client:
+        yield client
+
+
+def case_opened(received: Envelope) -> Envelope:
+    return new_event(
+        "complaint.status_changed",
+        producer="resolution",
+        tenant_id=received.tenant_id,
+        complaint_id=received.complaint_id,
+        ticket_no=received.ticket_no,
+        correlation_id=received.correlation_id,
+        payload={
+            "status": "triaged",
+            "reason": "case_opened",
+            "category": "fraud",
+            "priority": "P1",
+            "first_response_due": "2026-11-23T12:00:00+00:00",
+            "resolution_due": "2026-11-25T12:00:00+00:00",
+        },
+    )
+
+
+async def _send(infra: Infra, *events: Envelope) -> None:
+    for event, topic in zip(events, (COMPLAINTS_RECEIVED, COMPLAINTS_RESOLUTION), strict=False):
+        await produce(infra.kafka_bootstrap, topic, as_bytes(event), event.key)
+
+
+async def test_acknowledgement_then_progress_signed_and_announced(
+    infra: Infra, notifier: httpx.AsyncClient, webhook_sink: WebhookSink
+) -> None:
+    received = received_event(webhook_url=webhook_sink.url)
+    opened = case_opened(received)
+    await _send(infra, received, opened)
+    await _send(infra, received, opened)  # redelivered: no second notification
+
+    async def two_delivered() -> list | None:
+        return webhook_sink.delivered() if len(webhook_sink.delivered()) >= 2 else None
+
+    hooks = await eventually(two_delivered)
+    bodies = [json.loads(h.body) for h in hooks]
+    assert [b["type"] for b in bodies] == ["complaint.acknowledged", "complaint.triaged"]
+    assert "工单号 " + received.ticket_no in bodies[0]["message"]
+    assert "北京时间" in bodies[0]["message"]
+    secret = derive_webhook_secret(NotifierSettings().webhook_master_key, str(received.tenant_id))
+    for hook in hooks:
+        assert verify_webhook(
+            secret,
+            int(hook.headers["x-complaints-timestamp"]),
+            hook.body,
+            hook.headers["x-complaints-signature"],
+            now=int(time.time()),
+        )
+
+    async def announced() -> list | None:
+        sent = [
+            json.loads(m.value or b"")
+            for m in await read_topic(infra.kafka_bootstrap, NOTIFICATIONS)
+            if m.key == received.key
+        ]
+        return sent if len(sent) >= 2 else None
+
+    sent = await announced() or await eventually(announced)
+    assert [s["payload"]["type"] for s in sent] == ["complaint.acknowledged", "complaint.triaged"]
+    assert {s["event_type"] for s in sent} == {"notification.sent"}
+    assert len(webhook_sink.delivered()) == 2
+    metrics = (await notifier.get("/metrics")).text
+    assert "complaint_acknowledgement_seconds_count 1.0" in metrics
+
+
+async def test_retries_keep_the_event_id_and_the_order(
+    infra: Infra, notifier: httpx.AsyncClient, webhook_sink: WebhookSink
+) -> None:
+    webhook_sink.fail_next = 3
+    received = received_event(webhook_url=webhook_sink.url)
+    await _send(infra, received, case_opened(received))
+
+    async def two_delivered() -> list | None:
+        return webhook_sink.delivered() if len(webhook_sink.delivered()) >= 2 else None
+
+    await eventually(two_delivered, within_s=20)
+    attempts = webhook_sink.received
+    assert [a.status for a in attempts] == [503, 503, 503, 200, 200]
+    ids = [json.loads(a.body)["event_id"] for a in attempts]
+    assert len(set(ids[:4])) == 1 and ids[4] != ids[0]
+    assert json.loads(attempts[4].body)["type"] == "complaint.triaged"
+
+
+async def test_unreachable_webhook_is_retried_not_lost(
+    infra: Infra, notifier: httpx.AsyncClient
+) -> None:
+    received = received_event(webhook_url="http://127.0.0.1:9/hooks")  # nothing listens
+    await _send(infra, received, case_opened(received))
+
+    async def retried() -> str | None:
+        metrics = (await notifier.get("/metrics")).text
+        line = (
+            'notifications_sent_total{channel="webhook",outcome="retrying",'
+            'type="complaint.acknowledged"}'
+        )
+        return metrics if line in metrics else None
+
+    await eventually(retried)
+    sent = [
+        m for m in await read_topic(infra.kafka_bootstrap, NOTIFICATIONS) if m.key == received.key
+    ]
+    assert sent == []  # not delivered, not given up: still pending

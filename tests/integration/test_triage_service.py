@@ -1,0 +1,146 @@
+"""triage against real PostgreSQL and a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from services.triage.app import MIGRATIONS, SCHEMA, create_app
+from services.triage.settings import TriageSettings
+from shared.runtime import migrate
+from shared.topics import COMPLAINTS_RECEIVED, COMPLAINTS_TRIAGED, dead_letter_topic
+from tests.integration.events import as_bytes, received_event
+from tests.support import Infra, eventually, produce, read_topic, running
+
+
+@pytest.fixture(scope="module")
+async def triage(infra: Infra) -> AsyncIterator[httpx.AsyncClient]:
+    settings = infra.settings(TriageSettings, consumer_max_attempts=2, consumer_retry_base_s=0.05)
+    await asyncio.to_thread(migrate, settings, SCHEMA, MIGRATIONS)
+    async with running(create_app(settings)) as client:
+        yield client
+
+
+async def _triaged(infra: Infra, complaint_id: uuid.UUID, count: int = 1) -> list[dict]:
+    async def probe() -> list[dict] | None:
+        found = [
+            json.loads(m.value or b"")
+            for m in await read_topic(infra.kafka_bootstrap, COMPLAINTS_TRIAGED)
+            if m.key == str(complaint_id).encode()
+        ]
+        return found if len(found) >= count else None
+
+    return await eventually(probe)
+
+
+async def test_classifies_sets_due_times_and_carries_the_facts(
+    infra: Infra, triage: httpx.AsyncClient
+) -> None:
+    event = received_event(
+        description="Someone logged into my account and transferred money out, I never did it",
+        amount="50.00",
+        currency="USD",
+        merchant="Example Mart",
+    )
+    await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(event), event.key)
+
+    [triaged] = await _triaged(infra, event.complaint_id)
+    p = triaged["payload"]
+    assert triaged["event_type"] == "complaint.triaged" and triaged["producer"] == "triage"
+    assert triaged["correlation_id"] == str(event.correlation_id)
+    assert (p["category"], p["priority"]) == ("fraud", "P1")
+    assert p["actions"] == ["freeze_review_requested"]
+    assert p["reasons"] and p["regulatory_issue"]
+    assert p["first_response_due"] < p["resolution_due"]
+    assert (p["amount"], p["currency"], p["merchant"]) == ("50.00", "USD", "Example Mart")
+    assert p["duplicate_of"] is None
+
+    metrics = (await triage.get("/metrics")).text
+    assert 'complaints_triaged_total{category="fraud",priority="P1"}' in metrics
+
+
+async def test_same_transaction_from_same_customer_is_linked_as_duplicate(
+    infra: Infra, triage: httpx.AsyncClient
+) -> None:
+    tenant_id = uuid.uuid4()
+    common = {"tenant_id": tenant_id, "customer_id": "u-dup", "transaction_ref": "T-42"}
+    first = received_event(description="同一笔订单被扣了两次款", **common)
+    second = received_event(description="还是那笔重复扣款，怎么还没处理", **common)
+    other_customer = received_event(
+        description="同一笔订单被扣了两次款",
+        tenant_id=tenant_id,
+        customer_id="u-else",
+        transaction_ref="T-42",
+    )
+    for event in (first, second, other_customer):
+        await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(event), event.key)
+
+    [second_triaged] = await _triaged(infra, second.complaint_id)
+    [other_triaged] = await _triaged(infra, other_customer.complaint_id)
+    [first_triaged] = await _triaged(infra, first.complaint_id)
+    assert first_triaged["payload"]["duplicate_of"] is None
+    assert second_triaged["payload"]["duplicate_of"] == str(first.complaint_id)
+    assert other_triaged["payload"]["duplicate_of"] is None
+
+
+async def test_redelivered_event_is_triaged_once(infra: Infra, triage: httpx.AsyncClient) -> None:
+    event = received_event(description="Transfer to my friend never arrived after 3 days")
+    for _ in range(2):
+        await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(event), event.key)
+    marker = received_event(description="app keeps crashing")  # processed after both copies
+    await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(marker), event.key)
+
+    await _triaged(infra, marker.complaint_id)
+    assert len(await _triaged(infra, event.complaint_id)) == 1
+
+
+@pytest.mark.parametrize(
+    ("poison", "reason"),
+    [
+        (b"{not json", "Invalid JSON"),
+        (b'{"hello": "world"}', "validation error"),
+        ("schema_version_2", "unsupported schema_version 2"),
+    ],
+)
+async def test_poison_message_is_dead_lettered_with_its_reason_and_triage_goes_on(
+    infra: Infra, triage: httpx.AsyncClient, poison: bytes | str, reason: str
+) -> None:
+    if poison == "schema_version_2":
+        body = json.loads(as_bytes(received_event()))
+        poison = json.dumps({**body, "schema_version": 2}).encode()
+    key = uuid.uuid4().hex.encode()
+    await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, poison, key)
+    after = received_event(description="提现到银行卡三天了还没到账")
+    await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(after), key)
+
+    await _triaged(infra, after.complaint_id)
+    dead = [
+        m
+        for m in await read_topic(infra.kafka_bootstrap, dead_letter_topic(COMPLAINTS_RECEIVED))
+        if m.key == key
+    ]
+    assert len(dead) == 1
+    assert dead[0].value == poison  # untouched
+    assert reason in dead[0].headers["x-dlq-error"].decode()
+    assert dead[0].headers["x-dlq-consumer"] == b"triage"
+    assert dead[0].headers["x-dlq-original-topic"] == COMPLAINTS_RECEIVED.encode()
+
+
+async def test_a_complaint_the_handler_cannot_process_is_dead_lettered_after_retries(
+    infra: Infra, triage: httpx.AsyncClient
+) -> None:
+    broken = received_event(description="")  # passes the envelope, fails triage every time
+    await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(broken), broken.key)
+
+    async def dead_lettered() -> list | None:
+        dead = await read_topic(infra.kafka_bootstrap, dead_letter_topic(COMPLAINTS_RECEIVED))
+        return [m for m in dead if m.key == broken.key] or None
+
+    [dead] = await eventually(dead_lettered)
+    assert dead.headers["x-dlq-attempts"] == b"2"
+    assert b"description" in dead.headers["x-dlq-error"]
