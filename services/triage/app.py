@@ -26,7 +26,12 @@ def create_app(settings: TriageSettings | None = None) -> FastAPI:
     runtime = ServiceRuntime(settings, SCHEMA)
     runtime.on(
         COMPLAINTS_RECEIVED,
-        TriageHandler(classifier, runtime.metrics, timedelta(days=settings.duplicate_window_days)),
+        TriageHandler(
+            classifier,
+            runtime.metrics,
+            duplicate_window=timedelta(days=settings.duplicate_window_days),
+            incident_policy=settings.incident_policy(),
+        ),
     )
     return build_app(
         runtime,

@@ -17,7 +17,10 @@ async def find_original(
     received_at: datetime,
     window: timedelta,
 ) -> uuid.UUID | None:
-    """The first complaint this one repeats, or None. Call inside the triage transaction.
+    """The complaint this one repeats, or None. Call inside the triage transaction.
+
+    The window reaches both ways: complaints on different partitions may be triaged out
+    of receipt order, and whichever was triaged first holds the case.
 
     A transaction-scoped advisory lock on (tenant, customer, transaction) serialises two
     copies triaged at the same moment by different consumers, so exactly one is the original.
@@ -33,13 +36,14 @@ async def find_original(
         SELECT complaint_id FROM triaged_complaints
         WHERE tenant_id = $1 AND customer_id = $2 AND transaction_ref = $3
           AND duplicate_of IS NULL
-          AND received_at BETWEEN $4 AND $5
+          AND received_at BETWEEN $4::timestamptz - $5::interval
+                              AND $4::timestamptz + $5::interval
         ORDER BY received_at, complaint_id
         LIMIT 1
         """,
         tenant_id,
         customer_id,
         transaction_ref,
-        received_at - window,
         received_at,
+        window,
     )

@@ -8,12 +8,13 @@ from typing import Any
 
 import asyncpg
 
-from services.triage import duplicates
+from services.triage import duplicates, incidents
 from services.triage.classifier import Classifier, ComplaintFacts
+from services.triage.incident_policy import IncidentPolicy, merchant_key
 from shared import outbox
 from shared.events import Envelope, new_event
 from shared.metrics import ServiceMetrics
-from shared.topics import COMPLAINTS_TRIAGED
+from shared.topics import COMPLAINTS_TRIAGED, INCIDENTS
 
 # Facts carried forward so resolution and notifier never need intake's data.
 _CARRIED = ("channel", "amount", "currency", "transaction_ref", "merchant", "received_at")
@@ -21,11 +22,16 @@ _CARRIED = ("channel", "amount", "currency", "transaction_ref", "merchant", "rec
 
 class TriageHandler:
     def __init__(
-        self, classifier: Classifier, metrics: ServiceMetrics, duplicate_window: timedelta
+        self,
+        classifier: Classifier,
+        metrics: ServiceMetrics,
+        duplicate_window: timedelta,
+        incident_policy: IncidentPolicy,
     ) -> None:
         self._classifier = classifier
         self._metrics = metrics
         self._duplicate_window = duplicate_window
+        self._incident_policy = incident_policy
 
     async def __call__(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
         if envelope.event_type == "complaint.received":
@@ -50,8 +56,9 @@ class TriageHandler:
         await conn.execute(
             """
             INSERT INTO triaged_complaints (complaint_id, tenant_id, ticket_no, customer_id,
-                transaction_ref, merchant, category, priority, received_at, duplicate_of)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                transaction_ref, merchant, category, priority, received_at, duplicate_of,
+                merchant_key)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
             """,
             envelope.complaint_id,
             envelope.tenant_id,
@@ -63,6 +70,20 @@ class TriageHandler:
             result.priority,
             received_at,
             duplicate_of,
+            merchant_key(facts.merchant),
+        )
+        incident = await incidents.detect(
+            conn,
+            self._incident_policy,
+            incidents.Triaged(
+                tenant_id=envelope.tenant_id,
+                complaint_id=envelope.complaint_id,
+                ticket_no=envelope.ticket_no,
+                category=result.category,
+                merchant=facts.merchant,
+                merchant_key=merchant_key(facts.merchant),
+                received_at=received_at,
+            ),
         )
         payload: dict[str, Any] = {
             "category": result.category,
@@ -73,7 +94,7 @@ class TriageHandler:
             "first_response_due": due.first_response_due.isoformat(),
             "resolution_due": due.resolution_due.isoformat(),
             "duplicate_of": str(duplicate_of) if duplicate_of else None,
-            "incident_id": None,
+            "incident_id": str(incident.incident_id) if incident else None,
             "customer": {"id": customer["id"], "locale": customer.get("locale")},
             "tenant": p.get("tenant", {}),
             **{key: p.get(key) for key in _CARRIED},
@@ -88,4 +109,19 @@ class TriageHandler:
             payload=payload,
         )
         await outbox.enqueue(conn, COMPLAINTS_TRIAGED, event)
+        if incident is not None:
+            await outbox.enqueue(conn, INCIDENTS, self._incident_event(envelope, incident))
         self._metrics.complaints_triaged.labels(result.category, result.priority).inc()
+
+    @staticmethod
+    def _incident_event(envelope: Envelope, incident: incidents.IncidentChange) -> Envelope:
+        # Keyed, like every event, by the complaint that caused it (CONTRACT section 4).
+        return new_event(
+            incident.event_type,
+            producer="triage",
+            tenant_id=envelope.tenant_id,
+            complaint_id=envelope.complaint_id,
+            ticket_no=envelope.ticket_no,
+            correlation_id=envelope.correlation_id,
+            payload=incident.payload,
+        )

@@ -13,14 +13,20 @@ import pytest
 from services.triage.app import MIGRATIONS, SCHEMA, create_app
 from services.triage.settings import TriageSettings
 from shared.runtime import migrate
-from shared.topics import COMPLAINTS_RECEIVED, COMPLAINTS_TRIAGED, dead_letter_topic
+from shared.topics import COMPLAINTS_RECEIVED, COMPLAINTS_TRIAGED, INCIDENTS, dead_letter_topic
 from tests.integration.events import as_bytes, received_event
 from tests.support import Infra, eventually, produce, read_topic, running
 
 
 @pytest.fixture(scope="module")
 async def triage(infra: Infra) -> AsyncIterator[httpx.AsyncClient]:
-    settings = infra.settings(TriageSettings, consumer_max_attempts=2, consumer_retry_base_s=0.05)
+    settings = infra.settings(
+        TriageSettings,
+        consumer_max_attempts=2,
+        consumer_retry_base_s=0.05,
+        incident_merchant_min_complaints=3,
+        incident_category_min_complaints=4,
+    )
     await asyncio.to_thread(migrate, settings, SCHEMA, MIGRATIONS)
     async with running(create_app(settings)) as client:
         yield client
@@ -77,12 +83,13 @@ async def test_same_transaction_from_same_customer_is_linked_as_duplicate(
         customer_id="u-else",
         transaction_ref="T-42",
     )
-    for event in (first, second, other_customer):
+    await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(first), first.key)
+    [first_triaged] = await _triaged(infra, first.complaint_id)
+    for event in (second, other_customer):
         await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(event), event.key)
 
     [second_triaged] = await _triaged(infra, second.complaint_id)
     [other_triaged] = await _triaged(infra, other_customer.complaint_id)
-    [first_triaged] = await _triaged(infra, first.complaint_id)
     assert first_triaged["payload"]["duplicate_of"] is None
     assert second_triaged["payload"]["duplicate_of"] == str(first.complaint_id)
     assert other_triaged["payload"]["duplicate_of"] is None
@@ -144,3 +151,68 @@ async def test_a_complaint_the_handler_cannot_process_is_dead_lettered_after_ret
     [dead] = await eventually(dead_lettered)
     assert dead.headers["x-dlq-attempts"] == b"2"
     assert b"description" in dead.headers["x-dlq-error"]
+
+
+async def _incident_events(infra: Infra, tenant_id: uuid.UUID, count: int) -> list[dict]:
+    async def probe() -> list[dict] | None:
+        found = [
+            json.loads(m.value or b"") for m in await read_topic(infra.kafka_bootstrap, INCIDENTS)
+        ]
+        mine = [e for e in found if e["tenant_id"] == str(tenant_id)]
+        return mine if len(mine) >= count else None
+
+    return await eventually(probe)
+
+
+async def test_a_burst_at_one_merchant_opens_an_incident_later_ones_update_it(
+    infra: Infra, triage: httpx.AsyncClient
+) -> None:
+    tenant_id = uuid.uuid4()
+    texts = ["付款失败了但是钱扣了", "Payment failed at checkout", "支付不成功", "付不了款"]
+    burst = [
+        received_event(
+            tenant_id=tenant_id,
+            customer_id=f"u-{i}",
+            description=text,
+            merchant="Example  Mart" if i % 2 else "example mart",
+        )
+        for i, text in enumerate(texts)
+    ]
+    for event in burst:
+        await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(event), event.key)
+
+    opened, updated = await _incident_events(infra, tenant_id, 2)
+    assert opened["event_type"] == "incident.opened" and opened["producer"] == "triage"
+    assert updated["event_type"] == "incident.updated"
+    incident_id = opened["payload"]["incident_id"]
+    assert updated["payload"]["incident_id"] == incident_id
+    assert opened["payload"]["kind"] == "merchant"
+    assert opened["payload"]["complaint_count"] == 3
+    assert updated["payload"]["complaint_count"] == 4
+    # Partitions run in parallel, so any three of the four may open it; the fourth joins.
+    members = {*opened["payload"]["complaint_ids"], updated["payload"]["complaint_id"]}
+    assert members == {str(e.complaint_id) for e in burst}
+    for complaint_id in (opened["complaint_id"], updated["complaint_id"]):
+        [triaged] = await _triaged(infra, uuid.UUID(complaint_id))
+        assert triaged["payload"]["incident_id"] == incident_id
+
+
+async def test_a_category_spike_without_a_merchant_opens_an_incident(
+    infra: Infra, triage: httpx.AsyncClient
+) -> None:
+    tenant_id = uuid.uuid4()
+    burst = [
+        received_event(
+            tenant_id=tenant_id,
+            customer_id=f"c-{i}",
+            description=f"The app crashes every time I open it (#{i})",
+        )
+        for i in range(4)
+    ]
+    for event in burst:
+        await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(event), event.key)
+
+    [opened] = await _incident_events(infra, tenant_id, 1)
+    assert opened["payload"]["kind"] == "category"
+    assert opened["payload"]["cause"] == "app_usability"
+    assert opened["payload"]["complaint_count"] == 4
