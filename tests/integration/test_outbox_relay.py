@@ -1,0 +1,119 @@
+"""The outbox relay against real PostgreSQL and a real broker: one leader per service,
+every event published once, order kept per key, a new leader takes over."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from shared import outbox
+from shared.db import create_pool
+from shared.events import new_event
+from shared.kafka_admin import ensure_topics
+from shared.metrics import ServiceMetrics
+from shared.migrations import apply_migrations
+from shared.outbox import OutboxRelay
+from shared.runtime import SHARED_MIGRATIONS
+from tests.support import Infra, eventually, read_topic
+
+TOPIC = "relay.test.v1"
+SCHEMA = "relaytest"
+
+
+@pytest.fixture(scope="module")
+async def pool(infra: Infra) -> AsyncIterator[asyncpg.Pool]:
+    await asyncio.to_thread(apply_migrations, infra.database_url, SCHEMA, [SHARED_MIGRATIONS])
+    await ensure_topics(infra.kafka_bootstrap, (TOPIC,), partitions=3)
+    pool = await create_pool(infra.database_url, SCHEMA)
+    yield pool
+    await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def relay(infra: Infra) -> AsyncIterator[OutboxRelay]:
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all")
+    await producer.start()
+    instance = OutboxRelay(
+        database_url=infra.database_url,
+        schema=SCHEMA,
+        producer=producer,
+        metrics=ServiceMetrics("relaytest"),
+        poll_interval_s=0.1,
+        batch_size=50,
+    )
+    task = asyncio.create_task(instance.run_forever())
+    try:
+        yield instance
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await producer.stop()
+
+
+async def _enqueue(pool: asyncpg.Pool, complaint_id: uuid.UUID, count: int) -> list[str]:
+    events = [
+        new_event(
+            "test.step",
+            producer="relaytest",
+            tenant_id=uuid.uuid4(),
+            complaint_id=complaint_id,
+            ticket_no="WC-T",
+            correlation_id=uuid.uuid4(),
+            payload={"step": step},
+        )
+        for step in range(count)
+    ]
+    async with pool.acquire() as conn, conn.transaction():
+        await outbox.enqueue_many(conn, [(TOPIC, e) for e in events])
+    return [str(e.event_id) for e in events]
+
+
+async def _published(infra: Infra, complaint_id: uuid.UUID, count: int) -> list[dict]:
+    async def probe() -> list[dict] | None:
+        found = [
+            json.loads(m.value or b"")
+            for m in await read_topic(infra.kafka_bootstrap, TOPIC)
+            if m.key == str(complaint_id).encode()
+        ]
+        return found if len(found) >= count else None
+
+    return await eventually(probe)
+
+
+async def test_one_leader_publishes_each_event_once_in_order(
+    infra: Infra, pool: asyncpg.Pool
+) -> None:
+    complaint_id = uuid.uuid4()
+    async with relay(infra) as first, relay(infra) as second:
+        await eventually(lambda: _any_leader(first, second))
+        ids = await _enqueue(pool, complaint_id, 120)
+        published = await _published(infra, complaint_id, 120)
+        assert [first.is_leader, second.is_leader].count(True) == 1
+    assert [e["event_id"] for e in published] == ids  # once each, in order
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+
+
+async def test_a_standby_takes_over_when_the_leader_stops(infra: Infra, pool: asyncpg.Pool) -> None:
+    complaint_id = uuid.uuid4()
+    leading = relay(infra)
+    leader = await leading.__aenter__()
+    await eventually(lambda: _any_leader(leader))
+    async with relay(infra) as standby:
+        await asyncio.sleep(0.5)
+        assert not standby.is_leader
+        await leading.__aexit__(None, None, None)  # the leader's process goes away
+        await eventually(lambda: _any_leader(standby))
+        await _enqueue(pool, complaint_id, 5)
+        assert len(await _published(infra, complaint_id, 5)) == 5
+
+
+async def _any_leader(*relays: OutboxRelay) -> bool:
+    return any(r.is_leader for r in relays)
