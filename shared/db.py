@@ -27,7 +27,7 @@ async def ensure_database(url: str) -> None:
         if not exists:
             try:
                 await conn.execute(f'CREATE DATABASE "{name}"')
-            except asyncpg.DuplicateDatabaseError:
+            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
                 pass  # another service created it at the same moment
     finally:
         await conn.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -27,8 +28,14 @@ async def enqueue(conn: asyncpg.Connection, topic: str, event: Envelope) -> None
     await enqueue_many(conn, [(topic, event)])
 
 
+def outbox_row(topic: str, event: Envelope) -> tuple[uuid.UUID, str, bytes, bytes]:
+    """(event_id, topic, message_key, message): the outbox columns, for callers that fold
+    the insert into a statement of their own."""
+    return event.event_id, topic, event.key, jsonutil.dumps(event.to_json_dict())
+
+
 async def enqueue_many(conn: asyncpg.Connection, items: Iterable[tuple[str, Envelope]]) -> None:
-    rows = [(e.event_id, topic, e.key, jsonutil.dumps(e.to_json_dict())) for topic, e in items]
+    rows = [outbox_row(topic, event) for topic, event in items]
     if rows:
         await conn.executemany(
             "INSERT INTO outbox (event_id, topic, message_key, message) VALUES ($1, $2, $3, $4)",

@@ -19,11 +19,12 @@ import httpx
 
 from services.notifier.messages import render, supported_locale
 from services.notifier.settings import NotifierSettings
-from shared import jsonutil, outbox
+from shared import jsonutil
 from shared.db import connect
-from shared.events import new_event
+from shared.events import Envelope, new_event
 from shared.logging import get_logger
 from shared.metrics import ServiceMetrics
+from shared.outbox import outbox_row
 from shared.signing import derive_webhook_secret, sign_webhook
 from shared.topics import NOTIFICATIONS
 
@@ -130,9 +131,11 @@ class DeliveryWorker:
         return len(rows)
 
     async def _deliver(self, pool: asyncpg.Pool, row: asyncpg.Record) -> None:
-        body = bytes(row["body"]) if row["body"] is not None else await _render_once(pool, row)
+        # The body is rendered deterministically from the row and kept with the outcome,
+        # so every retry sends exactly the bytes of the first attempt.
+        body = bytes(row["body"]) if row["body"] is not None else webhook_body(row)
         outcome = await self._post(row, body)
-        await self._record(pool, row, outcome)
+        await self._record(pool, row, body, outcome)
 
     async def _post(self, row: asyncpg.Record, body: bytes) -> Outcome:
         assert self._client is not None
@@ -152,77 +155,77 @@ class DeliveryWorker:
             return Outcome(True, response.status_code, None)
         return Outcome(False, response.status_code, f"HTTP {response.status_code}")
 
-    async def _record(self, pool: asyncpg.Pool, row: asyncpg.Record, outcome: Outcome) -> None:
+    async def _record(
+        self, pool: asyncpg.Pool, row: asyncpg.Record, body: bytes, outcome: Outcome
+    ) -> None:
+        """One statement (so one transaction): the delivery's new state and, when final,
+        its notification event in the outbox."""
         s = self._settings
         now = datetime.now(UTC)
         give_up = now - row["created_at"] >= timedelta(hours=s.retry_give_up_hours)
-        async with pool.acquire() as conn, conn.transaction():
-            if outcome.delivered:
-                await conn.execute(
-                    "UPDATE deliveries SET state = 'delivered', delivered_at = now(), "
-                    "last_error = NULL WHERE id = $1",
-                    row["id"],
-                )
-                await self._emit(conn, row, "notification.sent", outcome)
-            elif give_up:
-                await conn.execute(
-                    "UPDATE deliveries SET state = 'failed', last_error = $2 WHERE id = $1",
-                    row["id"],
-                    outcome.error,
-                )
-                await self._emit(conn, row, "notification.failed", outcome)
-            else:
-                delay = backoff_s(row["attempts"], s.retry_first_s, s.retry_max_backoff_s)
-                await conn.execute(
-                    "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2), "
-                    "last_error = $3 WHERE id = $1",
-                    row["id"],
-                    delay,
-                    outcome.error,
-                )
-        result = "delivered" if outcome.delivered else ("failed" if give_up else "retrying")
-        self._metrics.notifications_sent.labels(row["type"], "webhook", result).inc()
+        if outcome.delivered or give_up:
+            state = "delivered" if outcome.delivered else "failed"
+            event_type = "notification.sent" if outcome.delivered else "notification.failed"
+            event = self._event(row, event_type, _payload(row, outcome))
+            await pool.execute(
+                """
+                WITH done AS (
+                    UPDATE deliveries SET state = $2, last_error = $3, body = coalesce(body, $4),
+                        delivered_at = CASE WHEN $2 = 'delivered' THEN now() END
+                    WHERE id = $1)
+                INSERT INTO outbox (event_id, topic, message_key, message)
+                VALUES ($5, $6, $7, $8)
+                """,
+                row["id"],
+                state,
+                outcome.error,
+                body,
+                *outbox_row(NOTIFICATIONS, event),
+            )
+        else:
+            state = "retrying"
+            await pool.execute(
+                "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2), "
+                "last_error = $3, body = coalesce(body, $4) WHERE id = $1",
+                row["id"],
+                backoff_s(row["attempts"], s.retry_first_s, s.retry_max_backoff_s),
+                outcome.error,
+                body,
+            )
+        self._metrics.notifications_sent.labels(row["type"], "webhook", state).inc()
         if outcome.delivered and row["type"] == "complaint.acknowledged":
             self._metrics.acknowledgement_seconds.observe(
                 (now - row["received_at"]).total_seconds()
             )
-        log.info(
+        log_at = log.debug if outcome.delivered else log.warning
+        log_at(
             "webhook_attempt",
             notification_type=row["type"],
             ticket_no=row["ticket_no"],
             attempt=row["attempts"],
-            outcome=result,
+            outcome=state,
             error=outcome.error,
         )
 
-    async def _emit(
-        self, conn: asyncpg.Connection, row: asyncpg.Record, event_type: str, outcome: Outcome
-    ) -> None:
-        event = new_event(
+    @staticmethod
+    def _event(row: asyncpg.Record, event_type: str, payload: dict[str, Any]) -> Envelope:
+        return new_event(
             event_type,
             producer="notifier",
             tenant_id=row["tenant_id"],
             complaint_id=row["complaint_id"],
             ticket_no=row["ticket_no"],
             correlation_id=row["correlation_id"],
-            payload={
-                "notification_id": str(row["event_id"]),
-                "type": row["type"],
-                "channel": "webhook",
-                "attempts": row["attempts"],
-                "status_code": outcome.status_code,
-                "error": outcome.error,
-            },
+            payload=payload,
         )
-        await outbox.enqueue(conn, NOTIFICATIONS, event)
 
 
-async def _render_once(pool: asyncpg.Pool, row: asyncpg.Record) -> bytes:
-    """Render and keep the body, so every retry sends exactly these bytes."""
-    body = webhook_body(row)
-    stored = await pool.fetchval(
-        "UPDATE deliveries SET body = coalesce(body, $2) WHERE id = $1 RETURNING body",
-        row["id"],
-        body,
-    )
-    return bytes(stored)
+def _payload(row: asyncpg.Record, outcome: Outcome) -> dict[str, Any]:
+    return {
+        "notification_id": str(row["event_id"]),
+        "type": row["type"],
+        "channel": "webhook",
+        "attempts": row["attempts"],
+        "status_code": outcome.status_code,
+        "error": outcome.error,
+    }

@@ -10,9 +10,9 @@ CREATE TABLE recipients (
     received_at   timestamptz NOT NULL
 );
 
--- One row per notification per channel. `body` is rendered once, on the first attempt
--- (the recipient's locale may arrive after the event that caused it), then kept: a retry
--- resends the same bytes and the same event_id.
+-- One row per notification per channel. `body` is rendered at the first attempt (the
+-- recipient's locale may arrive after the event that caused it) and kept with its
+-- outcome: a retry resends the same bytes and the same event_id.
 CREATE TABLE deliveries (
     id               bigserial PRIMARY KEY,
     event_id         uuid        NOT NULL UNIQUE,
