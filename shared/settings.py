@@ -27,6 +27,7 @@ class CommonSettings(BaseSettings):
     kafka_heartbeat_interval_ms: int = Field(500, validation_alias="KAFKA_HEARTBEAT_INTERVAL_MS")
     kafka_rebalance_timeout_ms: int = Field(6000, validation_alias="KAFKA_REBALANCE_TIMEOUT_MS")
     kafka_fetch_max_wait_ms: int = Field(30, validation_alias="KAFKA_FETCH_MAX_WAIT_MS")
+    kafka_max_batch: int = Field(200, validation_alias="KAFKA_MAX_BATCH")
     kafka_max_poll_interval_ms: int = Field(300_000, validation_alias="KAFKA_MAX_POLL_INTERVAL_MS")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
     log_format: str = Field("json", validation_alias="LOG_FORMAT")
