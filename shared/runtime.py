@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -20,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.consumer import EventConsumer, Handler
 from shared.db import create_pool
+from shared.housekeeping import purge_loop
 from shared.kafka import make_broker, make_producer, subscribe
 from shared.logging import get_logger
 from shared.metrics import ServiceMetrics
@@ -96,6 +98,17 @@ class ServiceRuntime:
             batch_size=s.outbox_batch_size,
         )
         self._tasks.append(asyncio.create_task(self._relay.run_forever(), name="outbox-relay"))
+        self._tasks.append(
+            asyncio.create_task(
+                purge_loop(
+                    lambda: self.pool,
+                    every=timedelta(minutes=10),
+                    outbox_retention=timedelta(days=s.outbox_retention_days),
+                    inbox_retention=timedelta(days=s.inbox_retention_days),
+                )(),
+                name="housekeeping",
+            )
+        )
         for loop in self._background:
             self._tasks.append(asyncio.create_task(loop()))
         self.started = True

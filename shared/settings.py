@@ -36,6 +36,9 @@ class CommonSettings(BaseSettings):
     webhook_master_key: str = Field(DEV_WEBHOOK_MASTER_KEY, validation_alias="WEBHOOK_MASTER_KEY")
     outbox_poll_interval_s: float = Field(0.5, validation_alias="OUTBOX_POLL_INTERVAL_S")
     outbox_batch_size: int = Field(500, validation_alias="OUTBOX_BATCH_SIZE")
+    outbox_retention_days: float = Field(7, validation_alias="OUTBOX_RETENTION_DAYS")
+    # Above the topics' retention: an event the broker could still redeliver stays known.
+    inbox_retention_days: float = Field(30, validation_alias="INBOX_RETENTION_DAYS")
     consumer_max_attempts: int = Field(5, validation_alias="CONSUMER_MAX_ATTEMPTS")
     consumer_retry_base_s: float = Field(0.2, validation_alias="CONSUMER_RETRY_BASE_S")
 

@@ -8,6 +8,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -16,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from shared import outbox
 from shared.db import create_pool
 from shared.events import new_event
+from shared.housekeeping import purge_once
 from shared.kafka_admin import ensure_topics
 from shared.metrics import ServiceMetrics
 from shared.migrations import apply_migrations
@@ -117,3 +119,35 @@ async def test_a_standby_takes_over_when_the_leader_stops(infra: Infra, pool: as
 
 async def _any_leader(*relays: OutboxRelay) -> bool:
     return any(r.is_leader for r in relays)
+
+
+async def test_housekeeping_drops_only_what_is_past_retention(
+    infra: Infra, pool: asyncpg.Pool
+) -> None:
+    complaint_id = uuid.uuid4()
+    async with relay(infra):
+        await _enqueue(pool, complaint_id, 3)
+        await _published(infra, complaint_id, 3)
+    await pool.execute(
+        "UPDATE outbox SET published_at = now() - interval '8 days' WHERE message_key = $1",
+        str(complaint_id).encode(),
+    )
+    old, recent = uuid.uuid4(), uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO inbox (consumer, event_id, processed_at) VALUES "
+        "('t', $1, now() - interval '31 days'), ('t', $2, now())",
+        old,
+        recent,
+    )
+    pending_before = await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+
+    deleted = await purge_once(
+        pool, outbox_retention=timedelta(days=7), inbox_retention=timedelta(days=30)
+    )
+
+    assert deleted[0] >= 3 and deleted[1] == 1
+    assert await pool.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", recent) == 1
+    assert (
+        await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        == pending_before
+    )
