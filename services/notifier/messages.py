@@ -38,14 +38,14 @@ _ZONES = {"zh-CN": (ZoneInfo("Asia/Shanghai"), "北京时间"), "en": (ZoneInfo(
 
 _TEMPLATES: Mapping[str, Mapping[str, str]] = {
     "complaint.acknowledged": {
-        "zh-CN": "您的投诉已受理，工单号 {ticket_no}。我们将于 {first_response_due} 前给您答复，"
-        "预计 {resolution_due} 前处理完毕。",
+        "zh-CN": "您的投诉已受理，工单号 {ticket_no}。我们将于 {first_response_due}前给您答复，"
+        "预计 {resolution_due}前处理完毕。",
         "en": "We have received your complaint, ticket {ticket_no}. We will reply by "
         "{first_response_due} and expect to resolve it by {resolution_due}.",
     },
     "complaint.acknowledged.duplicate": {
         "zh-CN": "您的投诉已受理，工单号 {ticket_no}。该问题已在工单 {duplicate_of_ticket_no} "
-        "中处理，我们将于 {first_response_due} 前给您答复。",
+        "中处理，我们将于 {first_response_due}前给您答复。",
         "en": "We have received your complaint, ticket {ticket_no}. The same issue is already "
         "being handled under ticket {duplicate_of_ticket_no}; we will reply by "
         "{first_response_due}.",
@@ -65,7 +65,7 @@ _TEMPLATES: Mapping[str, Mapping[str, str]] = {
     },
     "complaint.sla_breached": {
         "zh-CN": "很抱歉，工单 {ticket_no} 的处理超出了承诺时间，"
-        "我们预计于 {new_estimate} 前完成。",
+        "我们预计于 {new_estimate}前完成。",
         "en": "We are sorry: ticket {ticket_no} is taking longer than promised. "
         "We now expect to finish by {new_estimate}.",
     },
