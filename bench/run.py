@@ -72,7 +72,8 @@ class AckSink:
                     self.acked_at.setdefault(body["ticket_no"], time.perf_counter())
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            # A closed or, at exit, cancelled keep-alive connection: nothing to answer.
             pass
         finally:
             writer.close()

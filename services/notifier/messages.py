@@ -64,8 +64,7 @@ _TEMPLATES: Mapping[str, Mapping[str, str]] = {
         "en": "Ticket {ticket_no} is resolved.",
     },
     "complaint.sla_breached": {
-        "zh-CN": "很抱歉，工单 {ticket_no} 的处理超出了承诺时间，"
-        "我们预计于 {new_estimate}前完成。",
+        "zh-CN": "很抱歉，工单 {ticket_no} 的处理超出了承诺时间，我们预计于 {new_estimate}前完成。",
         "en": "We are sorry: ticket {ticket_no} is taking longer than promised. "
         "We now expect to finish by {new_estimate}.",
     },
