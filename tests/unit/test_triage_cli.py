@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,9 +14,7 @@ from services.triage.classifier import Classifier
 from services.triage.classify_cli import classify_lines
 from services.triage.rules import load_rules
 
-SHARED_EXAMPLES = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "data" / "triage_examples.jsonl"
-)
+LABELLED = Path(__file__).resolve().parents[1] / "data" / "triage_labelled.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +102,30 @@ def test_output_keeps_chinese_readable(classifier: Classifier) -> None:
     assert "盗刷" in out.getvalue()
 
 
-def test_the_shared_examples_classify_without_errors(classifier: Classifier) -> None:
-    if not SHARED_EXAMPLES.exists():
-        pytest.skip(f"shared examples not found at {SHARED_EXAMPLES}")
-    lines = SHARED_EXAMPLES.read_text(encoding="utf-8").splitlines(keepends=True)
+def test_the_labelled_set_classifies_in_order_without_errors(classifier: Classifier) -> None:
+    lines = LABELLED.read_text(encoding="utf-8").splitlines(keepends=True)
     errors, answers = run(lines, classifier)
     assert errors == 0
     assert [answer["id"] for answer in answers] == [
         json.loads(text)["id"] for text in lines if text.strip()
     ]
+
+
+def test_the_command_line_matches_the_service_code_path(
+    classifier: Classifier, tmp_path: Path
+) -> None:
+    rows = [json.loads(text) for text in LABELLED.read_text(encoding="utf-8").splitlines()[:25]]
+    source = tmp_path / "complaints.jsonl"
+    source.write_text("\n".join(json.dumps(row, ensure_ascii=False) for row in rows) + "\n")
+
+    done = subprocess.run(
+        [sys.executable, "-m", "services.triage", "classify", str(source)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    printed = [json.loads(text) for text in done.stdout.splitlines()]
+    _, expected = run([json.dumps(row) for row in rows], classifier)
+    assert printed == expected
+    assert set(printed[0]) == {"id", "category", "priority", "reasons"}
