@@ -144,6 +144,7 @@ async def intake_saturation(api_keys: list[str]) -> dict[str, Any]:
         "kind": "intake_saturation",
         "duration_s": round(result.elapsed_s, 2),
         "statuses": result.statuses,
+        "accepted": result.accepted(),
         "errors": result.errors,
         "accepted_per_s": round(result.accepted() / result.elapsed_s, 1),
     }
@@ -207,6 +208,14 @@ async def pipeline_throughput(api_keys: list[str], sink: AckSink, rate: float) -
     }
 
 
+async def drained(sink: AckSink, accepted: int, timeout_s: float = 300) -> None:
+    """Until every complaint accepted so far has been acknowledged."""
+    deadline = time.perf_counter() + timeout_s
+    while len(sink.acked_at) < accepted and time.perf_counter() < deadline:
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(2)
+
+
 def peak_rss_mb() -> dict[str, float]:
     peaks = {}
     for service in SERVICES:
@@ -260,6 +269,7 @@ async def main() -> None:
     ack_rate = float(os.environ.get("BENCH_ACK_RATE", "100"))
     pipeline_rate = float(os.environ.get("BENCH_PIPELINE_RATE", "400"))
     runs: list[dict[str, Any]] = []
+    accepted = 0
     for repeat in range(REPEATS):
         for measure in (
             intake_saturation(api_keys),
@@ -269,8 +279,9 @@ async def main() -> None:
             run = await measure
             run["repeat"] = repeat
             runs.append(run)
-            print(json.dumps(run))
-            await asyncio.sleep(5)  # let queues drain before the next measurement
+            print(json.dumps(run), flush=True)
+            accepted += run["accepted"]
+            await drained(sink, accepted)  # each measurement starts with empty queues
         baseline = await run_baseline(
             env.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/complaints"),
             env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
