@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -52,6 +53,21 @@ RETURNING d.id, d.event_id, d.complaint_id, d.tenant_id, d.ticket_no, d.correlat
 """
 
 
+# A final outcome: the delivery's state and its notification event, in one statement.
+_FINAL = """
+WITH done AS (
+    UPDATE deliveries SET state = $2, last_error = $3, body = coalesce(body, $4),
+        delivered_at = CASE WHEN $2 = 'delivered' THEN now() END
+    WHERE id = $1)
+INSERT INTO outbox (event_id, topic, message_key, message) VALUES ($5, $6, $7, $8)
+"""
+_RETRY = """
+UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2), last_error = $3,
+    body = coalesce(body, $4)
+WHERE id = $1
+"""
+
+
 @dataclass(frozen=True)
 class Outcome:
     delivered: bool
@@ -82,9 +98,13 @@ def webhook_body(row: asyncpg.Record) -> bytes:
 
 
 class DeliveryWorker:
+    """Keeps up to `delivery_batch_size` webhook requests in flight. Each request runs on
+    its own, so one tenant's slow endpoint never holds back another's; outcomes are
+    recorded in batches (one transaction each) by a single recorder."""
+
     def __init__(
         self,
-        pool_getter: Any,
+        pool_getter: Callable[[], asyncpg.Pool],
         settings: NotifierSettings,
         metrics: ServiceMetrics,
         client: httpx.AsyncClient | None = None,
@@ -94,6 +114,9 @@ class DeliveryWorker:
         self._metrics = metrics
         self._client = client
         self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(settings.delivery_batch_size)
+        self._outcomes: asyncio.Queue[tuple[asyncpg.Record, bytes, Outcome]] = asyncio.Queue()
+        self._requests: set[asyncio.Task[None]] = set()
 
     async def run_forever(self) -> None:
         s = self._settings
@@ -104,38 +127,48 @@ class DeliveryWorker:
         )
         listener = await connect(s.database_url, "notifier")
         await listener.add_listener("notifier_deliveries", lambda *_: self._wakeup.set())
+        recorder = asyncio.create_task(self._record_forever(), name="delivery-recorder")
         try:
             while True:
                 try:
-                    handled = await self.run_once()
+                    claimed = await self._claim_and_send()
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    log.warning("delivery_round_failed", error=repr(exc))
-                    handled = 0
+                    log.warning("delivery_claim_failed", error=repr(exc))
+                    claimed = 0
                     await asyncio.sleep(1)
-                if handled == 0:
+                if claimed == 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), s.delivery_poll_interval_s)
                     self._wakeup.clear()
         finally:
+            recorder.cancel()
+            for task in (*self._requests, recorder):
+                task.cancel()
             with contextlib.suppress(Exception):
                 await listener.close()
             if own_client:
                 await self._client.aclose()
 
-    async def run_once(self) -> int:
-        """Claim the due deliveries and attempt them concurrently; returns how many."""
+    async def _claim_and_send(self) -> int:
+        """Claim as many due deliveries as there are free slots and start sending them."""
         s = self._settings
-        pool: asyncpg.Pool = self._pool_getter()
-        rows = await pool.fetch(_CLAIM, s.delivery_batch_size, s.webhook_timeout_s + 5)
-        await asyncio.gather(*(self._deliver(pool, row) for row in rows))
+        free = s.delivery_batch_size - len(self._requests)
+        if free <= 0:
+            await asyncio.sleep(0.01)
+            return 1  # busy: come back without waiting for a notification
+        rows = await self._pool_getter().fetch(_CLAIM, free, s.webhook_timeout_s + 5)
+        for row in rows:
+            task = asyncio.create_task(self._send(row))
+            self._requests.add(task)
+            task.add_done_callback(self._requests.discard)
         return len(rows)
 
-    async def _deliver(self, pool: asyncpg.Pool, row: asyncpg.Record) -> None:
+    async def _send(self, row: asyncpg.Record) -> None:
         # The body is rendered deterministically from the row and kept with the outcome,
         # so every retry sends exactly the bytes of the first attempt.
         body = bytes(row["body"]) if row["body"] is not None else webhook_body(row)
         outcome = await self._post(row, body)
-        await self._record(pool, row, body, outcome)
+        self._outcomes.put_nowait((row, body, outcome))
 
     async def _post(self, row: asyncpg.Record, body: bytes) -> Outcome:
         assert self._client is not None
@@ -155,43 +188,53 @@ class DeliveryWorker:
             return Outcome(True, response.status_code, None)
         return Outcome(False, response.status_code, f"HTTP {response.status_code}")
 
-    async def _record(
-        self, pool: asyncpg.Pool, row: asyncpg.Record, body: bytes, outcome: Outcome
-    ) -> None:
-        """One statement (so one transaction): the delivery's new state and, when final,
-        its notification event in the outbox."""
+    async def _record_forever(self) -> None:
+        while True:
+            batch = [await self._outcomes.get()]
+            while not self._outcomes.empty() and len(batch) < 500:
+                batch.append(self._outcomes.get_nowait())
+            while True:
+                try:
+                    await self.record(batch)
+                    break
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    # The requests were made; their outcome must not be lost. A delivery
+                    # whose lease ran out meanwhile may be sent once more: receivers
+                    # deduplicate on the event id.
+                    log.warning("delivery_record_failed", error=repr(exc))
+                    await asyncio.sleep(1)
+            self._wakeup.set()  # the next notification of these complaints may go now
+
+    async def record(self, batch: list[tuple[asyncpg.Record, bytes, Outcome]]) -> None:
+        """One transaction: each delivery's new state and, when final, its event."""
         s = self._settings
         now = datetime.now(UTC)
-        give_up = now - row["created_at"] >= timedelta(hours=s.retry_give_up_hours)
-        if outcome.delivered or give_up:
-            state = "delivered" if outcome.delivered else "failed"
-            event_type = "notification.sent" if outcome.delivered else "notification.failed"
-            event = self._event(row, event_type, _payload(row, outcome))
-            await pool.execute(
-                """
-                WITH done AS (
-                    UPDATE deliveries SET state = $2, last_error = $3, body = coalesce(body, $4),
-                        delivered_at = CASE WHEN $2 = 'delivered' THEN now() END
-                    WHERE id = $1)
-                INSERT INTO outbox (event_id, topic, message_key, message)
-                VALUES ($5, $6, $7, $8)
-                """,
-                row["id"],
-                state,
-                outcome.error,
-                body,
-                *outbox_row(NOTIFICATIONS, event),
-            )
-        else:
-            state = "retrying"
-            await pool.execute(
-                "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2), "
-                "last_error = $3, body = coalesce(body, $4) WHERE id = $1",
-                row["id"],
-                backoff_s(row["attempts"], s.retry_first_s, s.retry_max_backoff_s),
-                outcome.error,
-                body,
-            )
+        final: list[tuple[Any, ...]] = []
+        retry: list[tuple[Any, ...]] = []
+        states: list[str] = []
+        for row, body, outcome in batch:
+            give_up = now - row["created_at"] >= timedelta(hours=s.retry_give_up_hours)
+            if outcome.delivered or give_up:
+                state = "delivered" if outcome.delivered else "failed"
+                event_type = "notification.sent" if outcome.delivered else "notification.failed"
+                event = self._event(row, event_type, _payload(row, outcome))
+                final.append(
+                    (row["id"], state, outcome.error, body, *outbox_row(NOTIFICATIONS, event))
+                )
+            else:
+                state = "retrying"
+                delay = backoff_s(row["attempts"], s.retry_first_s, s.retry_max_backoff_s)
+                retry.append((row["id"], delay, outcome.error, body))
+            states.append(state)
+        async with self._pool_getter().acquire() as conn, conn.transaction():
+            if final:
+                await conn.executemany(_FINAL, final)
+            if retry:
+                await conn.executemany(_RETRY, retry)
+        for (row, _body, outcome), state in zip(batch, states, strict=True):
+            self._observe(row, outcome, state, now)
+
+    def _observe(self, row: asyncpg.Record, outcome: Outcome, state: str, now: datetime) -> None:
         self._metrics.notifications_sent.labels(row["type"], "webhook", state).inc()
         if outcome.delivered and row["type"] == "complaint.acknowledged":
             self._metrics.acknowledgement_seconds.observe(

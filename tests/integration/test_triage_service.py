@@ -126,11 +126,12 @@ async def test_poison_message_is_dead_lettered_with_its_reason_and_triage_goes_o
     await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(after), key)
 
     await _triaged(infra, after.complaint_id)
-    dead = [
-        m
-        for m in await read_topic(infra.kafka_bootstrap, dead_letter_topic(COMPLAINTS_RECEIVED))
-        if m.key == key
-    ]
+
+    async def dead_lettered() -> list | None:
+        dlq = await read_topic(infra.kafka_bootstrap, dead_letter_topic(COMPLAINTS_RECEIVED))
+        return [m for m in dlq if m.key == key] or None
+
+    dead = await eventually(dead_lettered)
     assert len(dead) == 1
     assert dead[0].value == poison  # untouched
     assert reason in dead[0].headers["x-dlq-error"].decode()
