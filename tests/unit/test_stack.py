@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,14 @@ from deploy.local import stack
 
 # A stand-in for `python -m services.intake serve`: its command line names the service.
 FAKE_INTAKE = [sys.executable, "-c", "import time; time.sleep(60)", "services.intake"]
+
+
+def _once_started(name: str, within_s: float = 10) -> int | None:
+    """The pid once the child has exec'd (until then its command line is the parent's)."""
+    deadline = time.monotonic() + within_s
+    while (pid := stack.running(name)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return pid
 
 
 @pytest.fixture
@@ -64,7 +73,7 @@ def test_down_stops_what_it_started_and_nothing_else(
     bystander = subprocess.Popen(FAKE_INTAKE, start_new_session=True)  # no pid file
     try:
         ours = stack.spawn(FAKE_INTAKE, "intake")
-        assert stack.running("intake") == ours.pid
+        assert _once_started("intake") == ours.pid
         (run_dir / "triage.pid").write_text(str(stranger.pid))  # a pid reused by a stranger
 
         stack.down()
