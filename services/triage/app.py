@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.triage import incidents
 from services.triage.classifier import Classifier
 from services.triage.handler import TriageHandler
 from services.triage.rules import load_rules
@@ -32,6 +33,9 @@ def create_app(settings: TriageSettings | None = None) -> FastAPI:
             duplicate_window=timedelta(days=settings.duplicate_window_days),
             incident_policy=settings.incident_policy(),
         ),
+    )
+    runtime.add_background(
+        incidents.purge_counts_loop(lambda: runtime.pool, settings.incident_policy())
     )
     return build_app(
         runtime,

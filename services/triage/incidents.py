@@ -1,20 +1,26 @@
 """Incident detection inside the triage transaction (rules in incident_policy.py).
 
-The complaint being triaged is already in `triaged_complaints`, so counts include it.
-A transaction-scoped advisory lock per (tenant, cause) lets exactly one complaint open
-an incident however many triage consumers run.
+Every complaint adds one to its causes' per-minute counters (`incident_counts`), so
+thresholds are sums over minutes, not counts over complaints. A transaction-scoped
+advisory lock per (tenant, cause) lets exactly one complaint open an incident however
+many triage consumers run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from services.triage.incident_policy import IncidentPolicy
+from shared.logging import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,9 @@ async def detect(
             "SELECT pg_advisory_xact_lock(hashtextextended($1, 1))",
             f"{complaint.tenant_id}|{kind}|{cause}",
         )
+        await _bump(conn, complaint, kind, cause)
+    for kind, cause in causes:
+        assert cause is not None
         change = await _join_open(conn, policy, complaint, kind, cause)
         if change is None and await _threshold_met(conn, policy, complaint, kind, cause):
             change = await _open(conn, policy, complaint, kind, cause)
@@ -82,34 +91,51 @@ async def _join_open(
     return IncidentChange(row["id"], "incident.updated", payload)
 
 
+async def _bump(conn: asyncpg.Connection, c: Triaged, kind: str, cause: str) -> None:
+    await conn.execute(
+        """
+        INSERT INTO incident_counts (tenant_id, kind, cause, minute, complaints)
+        VALUES ($1, $2, $3, date_trunc('minute', $4::timestamptz), 1)
+        ON CONFLICT (tenant_id, kind, cause, minute)
+        DO UPDATE SET complaints = incident_counts.complaints + 1
+        """,
+        c.tenant_id,
+        kind,
+        cause,
+        c.received_at,
+    )
+
+
 async def _threshold_met(
     conn: asyncpg.Connection, policy: IncidentPolicy, c: Triaged, kind: str, cause: str
 ) -> bool:
-    column = "merchant_key" if kind == "merchant" else "category"
     # No upper bound: complaints on other partitions may be triaged out of receipt order.
-    in_window = await _count(conn, column, c, cause, c.received_at - policy.window, None)
+    window_start = c.received_at - policy.window
+    in_window = await _count(conn, c, kind, cause, window_start, None)
     if kind == "merchant":
         return policy.merchant_cluster(in_window)
-    baseline_start = c.received_at - policy.window - policy.baseline
-    in_baseline = await _count(
-        conn, column, c, cause, baseline_start, c.received_at - policy.window
-    )
+    in_baseline = await _count(conn, c, kind, cause, window_start - policy.baseline, window_start)
     return policy.category_spike(in_window, in_baseline)
 
 
 async def _count(
     conn: asyncpg.Connection,
-    column: str,
     c: Triaged,
+    kind: str,
     cause: str,
     since: datetime,
     until: datetime | None,
 ) -> int:
-    # `column` is one of two constants chosen above, never input.
+    """Complaints in [since, until), to the minute."""
     return await conn.fetchval(
-        f"SELECT count(*) FROM triaged_complaints WHERE tenant_id = $1 AND {column} = $2 "
-        "AND received_at > $3 AND ($4::timestamptz IS NULL OR received_at <= $4)",
+        """
+        SELECT coalesce(sum(complaints), 0) FROM incident_counts
+        WHERE tenant_id = $1 AND kind = $2 AND cause = $3
+          AND minute >= date_trunc('minute', $4::timestamptz)
+          AND ($5::timestamptz IS NULL OR minute < date_trunc('minute', $5::timestamptz))
+        """,
         c.tenant_id,
+        kind,
         cause,
         since,
         until,
@@ -171,3 +197,25 @@ def _describe(row: asyncpg.Record, c: Triaged) -> dict[str, Any]:
         "last_seen_at": row["last_seen_at"].isoformat(),
         "complaint_count": row["complaint_count"],
     }
+
+
+async def purge_counts(pool: asyncpg.Pool, policy: IncidentPolicy) -> None:
+    """Counters older than any window or baseline still needs them."""
+    await pool.execute(
+        "DELETE FROM incident_counts WHERE minute < now() - $1::interval",
+        policy.window + policy.baseline + timedelta(hours=1),
+    )
+
+
+def purge_counts_loop(
+    pool_getter: Callable[[], asyncpg.Pool], policy: IncidentPolicy
+) -> Callable[[], Awaitable[None]]:
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(600)
+            try:
+                await purge_counts(pool_getter(), policy)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("incident_counts_purge_failed", error=repr(exc))
+
+    return loop

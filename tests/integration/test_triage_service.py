@@ -11,7 +11,10 @@ import httpx
 import pytest
 
 from services.triage.app import MIGRATIONS, SCHEMA, create_app
+from services.triage.incident_policy import IncidentPolicy
+from services.triage.incidents import purge_counts
 from services.triage.settings import TriageSettings
+from shared.db import create_pool
 from shared.runtime import migrate
 from shared.topics import COMPLAINTS_RECEIVED, COMPLAINTS_TRIAGED, INCIDENTS, dead_letter_topic
 from tests.integration.events import as_bytes, received_event
@@ -219,3 +222,22 @@ async def test_a_category_spike_without_a_merchant_opens_an_incident(
     assert opened["payload"]["kind"] == "category"
     assert opened["payload"]["cause"] == "app_usability"
     assert opened["payload"]["complaint_count"] == 4
+
+
+async def test_old_incident_counters_are_purged(infra: Infra, triage: httpx.AsyncClient) -> None:
+    pool = await create_pool(infra.database_url, SCHEMA)
+    tenant_id = uuid.uuid4()
+    try:
+        await pool.execute(
+            "INSERT INTO incident_counts VALUES "
+            "($1, 'category', 'fees', now() - interval '3 days', 7), "
+            "($1, 'category', 'fees', date_trunc('minute', now()), 2)",
+            tenant_id,
+        )
+        await purge_counts(pool, IncidentPolicy())
+        left = await pool.fetchval(
+            "SELECT sum(complaints) FROM incident_counts WHERE tenant_id = $1", tenant_id
+        )
+    finally:
+        await pool.close()
+    assert left == 2
