@@ -123,7 +123,8 @@ class DeliveryWorker:
         own_client = self._client is None
         self._client = self._client or httpx.AsyncClient(
             timeout=s.webhook_timeout_s,
-            limits=httpx.Limits(max_connections=s.delivery_batch_size),
+            # httpx checks every pooled connection on each request: a small pool is cheaper.
+            limits=httpx.Limits(max_connections=s.webhook_connections),
         )
         listener = await connect(s.database_url, "notifier")
         await listener.add_listener("notifier_deliveries", lambda *_: self._wakeup.set())

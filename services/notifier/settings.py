@@ -13,6 +13,7 @@ class NotifierSettings(ServiceSettings):
     service_name: str = "notifier"
     http_port: int = 8083
     webhook_timeout_s: float = 5.0
+    webhook_connections: int = 16
     # Idle poll of the delivery queue; new deliveries also wake the worker at once.
     delivery_poll_interval_s: float = 0.2
     delivery_batch_size: int = 100
