@@ -266,8 +266,8 @@ async def main() -> None:
     sink = AckSink()
     webhook_url = await sink.start()
     api_keys = create_tenants(webhook_url, env)
-    ack_rate = float(os.environ.get("BENCH_ACK_RATE", "100"))
-    pipeline_rate = float(os.environ.get("BENCH_PIPELINE_RATE", "400"))
+    ack_rate = float(os.environ.get("BENCH_ACK_RATE", "50"))
+    pipeline_rate = float(os.environ.get("BENCH_PIPELINE_RATE", "300"))
     runs: list[dict[str, Any]] = []
     accepted = 0
     for repeat in range(REPEATS):
