@@ -34,7 +34,11 @@ def main(argv: list[str]) -> int:
 
     if args.command in ("create-tenant", "rotate-key"):
         migrate(settings, SCHEMA, MIGRATIONS)
-        result = asyncio.run(_admin(args, settings))
+        try:
+            result = asyncio.run(_admin(args, settings))
+        except ValueError as exc:  # bad input: a message, not a traceback
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(json.dumps(result))
         return 0
     return run_common_command(args.command, settings, SCHEMA, MIGRATIONS, create_app)

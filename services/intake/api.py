@@ -1,21 +1,37 @@
-"""The tenant-facing HTTP API (CONTRACT section 3)."""
+"""The tenant-facing HTTP API (CONTRACT section 3).
 
-from __future__ import annotations
+No `from __future__ import annotations` here: FastAPI resolves the handlers' annotations,
+and the dependency aliases built inside build_router must be real objects.
+"""
 
 import base64
+import math
 import uuid
-from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
 
 import asyncpg
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
-from services.intake import repository
-from services.intake.accept import IdempotencyConflict, accept_complaint
+from services.intake import api_docs as docs
+from services.intake import followups, repository
+from services.intake.accept import IdempotencyConflict, TicketNumbers, accept_complaint
 from services.intake.auth import TenantAuthenticator
-from services.intake.domain import ComplaintIn, Status, request_fingerprint
+from services.intake.domain import (
+    ComplaintIn,
+    FeedbackIn,
+    FeedbackNotAccepted,
+    MessageIn,
+    Status,
+    is_ticket_no,
+    nul_errors,
+    request_fingerprint,
+    valid_idempotency_key,
+)
 from services.intake.repository import Tenant
 from services.intake.settings import IntakeSettings
 from shared import jsonutil
@@ -25,6 +41,13 @@ from shared.ratelimit import TokenBuckets
 
 MAX_PAGE = 100
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class FastJSONResponse(JSONResponse):
+    """orjson, with Decimal as a string: several times faster than json.dumps."""
+
+    def render(self, content: Any) -> bytes:
+        return jsonutil.dumps(content)
 
 
 async def read_json_body(request: Request, max_bytes: int) -> Any:
@@ -45,18 +68,42 @@ async def read_json_body(request: Request, max_bytes: int) -> Any:
     try:
         return jsonutil.loads(b"".join(chunks))
     except ValueError as exc:
-        raise Problem(400, f"The body is not valid JSON: {exc}") from None
+        raise Problem(
+            400,
+            f"The body is not valid JSON: {exc}",
+            errors=[{"field": "body", "message": "not valid JSON"}],
+        ) from None
 
 
 def parse_model(model: type[ModelT], data: Any) -> ModelT:
     if not isinstance(data, dict):
-        raise Problem(422, "The body must be a JSON object.", errors=[])
+        raise Problem(
+            422,
+            "The body must be a JSON object.",
+            errors=[{"field": "body", "message": "must be a JSON object"}],
+        )
     try:
-        return model.model_validate(data)
+        parsed = model.model_validate(data)
     except ValidationError as exc:
         raise Problem(
             422, "The request is not valid.", errors=field_errors(list(exc.errors()))
         ) from None
+    if errors := nul_errors(data):
+        raise Problem(422, "The request is not valid.", errors=errors)
+    return parsed
+
+
+def check_idempotency_key(key: str | None, *, required: bool) -> str | None:
+    if key is None and not required:
+        return None
+    if key is None or not valid_idempotency_key(key):
+        raise Problem(
+            400,
+            "The Idempotency-Key header must be 1-128 visible ASCII characters"
+            + (" and is required." if required else "."),
+            errors=[{"field": "Idempotency-Key", "message": "1-128 visible ASCII characters"}],
+        )
+    return key
 
 
 def encode_cursor(received_at: datetime, complaint_id: uuid.UUID) -> str:
@@ -68,8 +115,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, complaint_id = raw.split("|")
-        return datetime.fromisoformat(at), uuid.UUID(complaint_id)
-    except (ValueError, UnicodeDecodeError):
+        position = datetime.fromisoformat(at)
+        # Naive or out-of-range (a forged cursor) must fail here, not in the database.
+        position = position.replace(tzinfo=position.tzinfo or UTC).astimezone(UTC)
+        return position, uuid.UUID(complaint_id)
+    except (ValueError, OverflowError):
         raise Problem(
             422, "Invalid cursor.", errors=[{"field": "cursor", "message": "invalid"}]
         ) from None
@@ -88,7 +138,7 @@ def complaint_summary(row: asyncpg.Record) -> dict[str, Any]:
         "priority": row["priority"],
         "channel": row["channel"],
         "customer_id": row["customer_id"],
-        "amount": str(row["amount"]) if row["amount"] is not None else None,
+        "amount": _money(row["amount"]),
         "currency": row["currency"],
         "transaction_ref": row["transaction_ref"],
         "merchant": row["merchant"],
@@ -100,85 +150,114 @@ def complaint_summary(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-COMPLAINT_EXAMPLE = {
-    "customer": {"id": "u-829", "locale": "zh-CN", "email": "a@example.com"},
-    "channel": "app",
-    "description": "同一笔订单被扣了两次款，请退回多扣的86.50元。",
-    "amount": "86.50",
-    "currency": "CNY",
-    "transaction_ref": "T20261122-0001",
-    "merchant": "Example Mart",
-    "occurred_at": "2026-11-22T10:15:00+08:00",
-    "category_hint": "duplicate_charge",
-}
+def complaint_view(row: asyncpg.Record) -> dict[str, Any]:
+    """The summary plus resolutions and timeline (rows of repository.get_complaint)."""
+    return {
+        **complaint_summary(row),
+        "resolutions": [
+            {
+                "id": str(resolution_id),
+                "kind": kind,
+                "amount": _money(amount),
+                "currency": currency,
+                "status": status,
+                "recorded_at": _iso(recorded_at),
+            }
+            for resolution_id, kind, amount, currency, status, recorded_at in row["resolutions"]
+        ],
+        "timeline": [
+            {"at": _iso(at), "status": status, "detail": detail}
+            for at, status, detail in row["timeline"]
+        ],
+    }
+
+
+def _money(amount: Any) -> str | None:
+    return str(amount) if amount is not None else None
+
+
+def _accepted(body: dict[str, Any], *, replayed: bool) -> FastJSONResponse:
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return FastJSONResponse(body, status_code=202, headers=headers)
+
+
+_NOT_FOUND = Problem(404, "No such complaint.")
+_TICKET_PATH = Path(
+    description="The ticket number from the 202 answer to POST /v1/complaints",
+    examples=[docs.TICKET_EXAMPLE],
+)
+_FOLLOWUP_ERRORS = docs.problem_responses(400, 401, 404, 409, 413, 415, 422, 429, 503)
 
 
 def build_router(
     settings: IntakeSettings,
-    pool_getter: Any,
-    authenticator_getter: Any,
+    pool_getter: Callable[[], asyncpg.Pool],
+    authenticator_getter: Callable[[], TenantAuthenticator],
     metrics: ServiceMetrics,
 ) -> APIRouter:
-    router = APIRouter(prefix="/v1")
+    router = APIRouter(prefix="/v1", tags=["complaints"])
     buckets = TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
+    tickets = TicketNumbers()
+    bearer = HTTPBearer(auto_error=False, description="The tenant's API key: `Bearer wck_...`")
 
-    async def tenant_of(authorization: str | None) -> Tenant:
-        authenticator: TenantAuthenticator = authenticator_getter()
-        tenant = await authenticator.authenticate(authorization)
+    async def current_tenant(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    ) -> Tenant:
+        # A dependency, so it runs before parameter validation: 401 comes first.
+        authorization = f"Bearer {credentials.credentials}" if credentials else None
+        tenant = await authenticator_getter().authenticate(authorization)
         wait_s = buckets.take(str(tenant.id))
         if wait_s > 0:
             raise Problem(
                 429,
                 "Rate limit exceeded for this tenant.",
-                headers={"Retry-After": str(max(1, round(wait_s + 0.5)))},
+                headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
             )
         return tenant
+
+    TenantDep = Annotated[Tenant, Depends(current_tenant)]
+    IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", include_in_schema=False)]
 
     @router.post(
         "/complaints",
         status_code=202,
+        response_model=docs.ComplaintAccepted,
+        response_description="Accepted: stored, and on its way to triage",
         summary="File a complaint",
+        description=(
+            "Stores the complaint and answers at once with its ticket number; triage, "
+            "the case and the customer's notifications follow asynchronously. Unknown "
+            "fields are rejected; `amount` is a decimal string, never a number."
+        ),
+        responses={
+            202: {"headers": docs.REPLAYED_HEADER},
+            **docs.problem_responses(400, 401, 409, 413, 415, 422, 429, 503),
+        },
         openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": ComplaintIn.model_json_schema(
-                            ref_template="#/components/schemas/{model}"
-                        ),
-                        "example": COMPLAINT_EXAMPLE,
-                    }
-                },
-            }
+            **docs.request_body(ComplaintIn, docs.COMPLAINT_EXAMPLES),
+            **docs.idempotency_header(required=True),
         },
     )
     async def create_complaint(
-        request: Request,
-        idempotency_key: Annotated[str | None, Header()] = None,
-        authorization: Annotated[str | None, Header()] = None,
-    ) -> JSONResponse:
-        tenant = await tenant_of(authorization)
-        if idempotency_key is None or not 1 <= len(idempotency_key) <= 128:
-            raise Problem(
-                400,
-                "The Idempotency-Key header is required (1-128 characters).",
-                errors=[{"field": "Idempotency-Key", "message": "required, 1-128 characters"}],
-            )
+        request: Request, tenant: TenantDep, idempotency_key: IdempotencyKey = None
+    ) -> FastJSONResponse:
+        key = check_idempotency_key(idempotency_key, required=True)
+        assert key is not None
         data = await read_json_body(request, settings.max_body_bytes)
         complaint = parse_model(ComplaintIn, data)
         if errors := complaint.semantic_errors():
             raise Problem(422, "The request is not valid.", errors=errors)
-        correlation_id = _correlation_id(request)
         try:
             async with pool_getter().acquire(timeout=5) as conn:
                 accepted = await accept_complaint(
                     conn,
                     tenant=tenant,
                     complaint=complaint,
-                    idempotency_key=idempotency_key,
+                    idempotency_key=key,
                     fingerprint=request_fingerprint(data),
                     first_response_hours=settings.provisional_first_response_hours,
-                    correlation_id=correlation_id,
+                    correlation_id=_correlation_id(request),
+                    tickets=tickets,
                 )
         except IdempotencyConflict:
             raise Problem(
@@ -186,52 +265,62 @@ def build_router(
             ) from None
         if not accepted.replayed:
             metrics.complaints_received.labels(complaint.channel.value).inc()
-        return JSONResponse(accepted.to_json(), status_code=202)
+        return _accepted(accepted.to_json(), replayed=accepted.replayed)
 
-    @router.get("/complaints/{ticket_no}", summary="A complaint as this tenant sees it now")
+    @router.get(
+        "/complaints/{ticket_no}",
+        response_model=docs.ComplaintView,
+        response_description="The complaint, its resolutions and its timeline",
+        summary="A complaint as this tenant sees it now",
+        description=(
+            "Status, category, priority, due times, resolutions and the timeline, oldest "
+            "first. Kept current from the other services' events: no other service is "
+            "called. Another tenant's ticket is a 404, exactly like a missing one."
+        ),
+        responses=docs.problem_responses(401, 404, 429, 503),
+    )
     async def get_complaint(
-        ticket_no: str, authorization: Annotated[str | None, Header()] = None
-    ) -> dict[str, Any]:
-        tenant = await tenant_of(authorization)
-        pool = pool_getter()
-        row = await repository.get_complaint(pool, tenant.id, ticket_no)
+        tenant: TenantDep, ticket_no: Annotated[str, _TICKET_PATH]
+    ) -> FastJSONResponse:
+        if not is_ticket_no(ticket_no):
+            raise _NOT_FOUND
+        row = await repository.get_complaint(pool_getter(), tenant.id, ticket_no)
         if row is None:
-            raise Problem(404, "No such complaint.")
-        timeline = await repository.get_timeline(pool, row["id"])
-        resolutions = await repository.get_resolutions(pool, row["id"])
-        return {
-            **complaint_summary(row),
-            "resolutions": [
-                {
-                    "id": str(r["resolution_id"]),
-                    "kind": r["kind"],
-                    "amount": str(r["amount"]) if r["amount"] is not None else None,
-                    "currency": r["currency"],
-                    "status": r["status"],
-                    "recorded_at": _iso(r["recorded_at"]),
-                }
-                for r in resolutions
-            ],
-            "timeline": [
-                {"at": _iso(t["at"]), "status": t["status"], "detail": t["detail"]}
-                for t in timeline
-            ],
-        }
+            raise _NOT_FOUND
+        return FastJSONResponse(complaint_view(row))
 
-    @router.get("/complaints", summary="This tenant's complaints, newest first")
+    @router.get(
+        "/complaints",
+        response_model=docs.ComplaintPage,
+        response_description="One page of complaints",
+        summary="This tenant's complaints, newest first",
+        description="Filter by customer and status; follow `next_cursor` for the next page.",
+        responses=docs.problem_responses(401, 422, 429, 503),
+    )
     async def list_complaints(
-        authorization: Annotated[str | None, Header()] = None,
-        customer_id: Annotated[str | None, Query(max_length=128)] = None,
-        status: Annotated[Status | None, Query()] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
-        cursor: Annotated[str | None, Query(max_length=512)] = None,
-    ) -> dict[str, Any]:
-        tenant = await tenant_of(authorization)
+        tenant: TenantDep,
+        # An empty value means "no filter" (`?customer_id=&status=` from a URL template).
+        customer_id: Annotated[
+            str | None,
+            Query(
+                max_length=128,
+                pattern=r"^[^\x00-\x1f\x7f]*$",
+                description="Only this customer's complaints",
+            ),
+        ] = None,
+        status: Annotated[
+            Status | Literal[""] | None, Query(description="Only complaints in this status")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 20,
+        cursor: Annotated[
+            str | None, Query(max_length=512, description="`next_cursor` of the previous page")
+        ] = None,
+    ) -> FastJSONResponse:
         rows = await repository.list_complaints(
             pool_getter(),
             tenant.id,
-            customer_id=customer_id,
-            status=status.value if status else None,
+            customer_id=customer_id or None,
+            status=status or None,
             before=decode_cursor(cursor) if cursor else None,
             limit=limit + 1,
         )
@@ -239,9 +328,113 @@ def build_router(
         next_cursor = (
             encode_cursor(page[-1]["received_at"], page[-1]["id"]) if len(rows) > limit else None
         )
-        return {"items": [complaint_summary(r) for r in page], "next_cursor": next_cursor}
+        return FastJSONResponse(
+            {"items": [complaint_summary(r) for r in page], "next_cursor": next_cursor}
+        )
+
+    async def followup_request(
+        request: Request,
+        tenant: Tenant,
+        ticket_no: str,
+        idempotency_key: str | None,
+        model: type[ModelT],
+    ) -> tuple[followups.Request, ModelT]:
+        """Checks shared by messages and feedback, in the order of POST /v1/complaints;
+        the ticket last, so a malformed one answers like any other missing ticket."""
+        key = check_idempotency_key(idempotency_key, required=False)
+        data = await read_json_body(request, settings.max_body_bytes)
+        body = parse_model(model, data)
+        if not is_ticket_no(ticket_no):
+            raise _NOT_FOUND
+        followup = followups.Request(
+            tenant=tenant,
+            ticket_no=ticket_no,
+            idempotency_key=key,
+            fingerprint=request_fingerprint(data, scope=ticket_no),
+            correlation_id=_correlation_id(request),
+        )
+        return followup, body
+
+    @router.post(
+        "/complaints/{ticket_no}/messages",
+        status_code=202,
+        response_model=docs.MessageAccepted,
+        response_description="Accepted: recorded and passed on",
+        summary="Add a customer follow-up message",
+        description=(
+            "Recorded on the complaint's timeline and passed to the case handler as "
+            "`complaint.message_added`. The complaint's status is the case handler's to "
+            "change: a message does not change it here."
+        ),
+        responses={202: {"headers": docs.REPLAYED_HEADER}, **_FOLLOWUP_ERRORS},
+        openapi_extra={
+            **docs.request_body(MessageIn, docs.MESSAGE_EXAMPLES),
+            **docs.idempotency_header(required=False),
+        },
+    )
+    async def add_message(
+        request: Request,
+        tenant: TenantDep,
+        ticket_no: Annotated[str, _TICKET_PATH],
+        idempotency_key: IdempotencyKey = None,
+    ) -> FastJSONResponse:
+        followup, message = await followup_request(
+            request, tenant, ticket_no, idempotency_key, MessageIn
+        )
+        try:
+            async with pool_getter().acquire(timeout=5) as conn:
+                accepted = await followups.add_message(conn, followup, message)
+        except followups.ComplaintNotFound:
+            raise _NOT_FOUND from None
+        except followups.IdempotencyKeyReused:
+            raise _key_reused() from None
+        return _accepted(accepted.to_json(), replayed=accepted.replayed)
+
+    @router.post(
+        "/complaints/{ticket_no}/feedback",
+        status_code=202,
+        response_model=docs.FeedbackAccepted,
+        response_description="Accepted: recorded (and the complaint reopened for 1 or 2)",
+        summary="Record the customer's satisfaction with the resolution",
+        description=(
+            "Accepted once the complaint is `resolved` or `closed` (409 before). A score "
+            "of 1 or 2 reopens it: its status here becomes `reopened` and the case "
+            "handler receives `complaint.feedback_received` with `reopen: true`."
+        ),
+        responses={202: {"headers": docs.REPLAYED_HEADER}, **_FOLLOWUP_ERRORS},
+        openapi_extra={
+            **docs.request_body(FeedbackIn, docs.FEEDBACK_EXAMPLES),
+            **docs.idempotency_header(required=False),
+        },
+    )
+    async def add_feedback(
+        request: Request,
+        tenant: TenantDep,
+        ticket_no: Annotated[str, _TICKET_PATH],
+        idempotency_key: IdempotencyKey = None,
+    ) -> FastJSONResponse:
+        followup, feedback = await followup_request(
+            request, tenant, ticket_no, idempotency_key, FeedbackIn
+        )
+        try:
+            async with pool_getter().acquire(timeout=5) as conn:
+                accepted = await followups.add_feedback(conn, followup, feedback)
+        except followups.ComplaintNotFound:
+            raise _NOT_FOUND from None
+        except followups.IdempotencyKeyReused:
+            raise _key_reused() from None
+        except FeedbackNotAccepted as exc:
+            raise Problem(
+                409,
+                f"Feedback is accepted once the complaint is resolved or closed; it is {exc}.",
+            ) from None
+        return _accepted(accepted.to_json(), replayed=accepted.replayed)
 
     return router
+
+
+def _key_reused() -> Problem:
+    return Problem(409, "This Idempotency-Key was already used with a different body or ticket.")
 
 
 def _correlation_id(request: Request) -> uuid.UUID:

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from services.intake import read_model
 from services.intake.api import build_router
+from services.intake.api_docs import install_openapi
 from services.intake.auth import TenantAuthenticator
 from services.intake.settings import IntakeSettings
 from shared.runtime import ServiceRuntime
@@ -29,7 +30,11 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         runtime,
         title="Wallet complaints: intake API",
         version="1.0.0",
-        description="The API wallet apps post customer complaints to (CONTRACT section 3).",
+        description=(
+            "The API wallet apps post customer complaints to. Every request carries "
+            "`Authorization: Bearer <api_key>`; every error is `application/problem+json` "
+            "(RFC 9457), with `errors: [{field, message}]` for validation errors."
+        ),
     )
     authenticator: dict[str, TenantAuthenticator] = {}
 
@@ -42,4 +47,5 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
     app.include_router(
         build_router(settings, lambda: runtime.pool, get_authenticator, runtime.metrics)
     )
+    install_openapi(app)
     return app

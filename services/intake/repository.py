@@ -47,6 +47,10 @@ async def insert_tenant(conn: asyncpg.Connection, tenant: Tenant) -> None:
     )
 
 
+async def tenant_exists(conn: Queryable, tenant_id: uuid.UUID) -> bool:
+    return bool(await conn.fetchval("SELECT true FROM tenants WHERE id = $1", tenant_id))
+
+
 async def insert_api_key(
     conn: asyncpg.Connection, key_id: str, tenant_id: uuid.UUID, secret_hash: bytes
 ) -> None:
@@ -82,22 +86,46 @@ async def find_key(conn: Queryable, key_id: str) -> StoredKey | None:
     return StoredKey(_tenant(row), bytes(row["secret_hash"]), row["expires_at"])
 
 
-async def insert_complaint(conn: asyncpg.Connection, values: dict[str, Any]) -> str | None:
-    """Insert; the ticket number comes from the sequence. None when the key was used before."""
-    return await conn.fetchval(
+async def reserve_ticket_block(conn: Queryable) -> tuple[int, int]:
+    """(first, size): a block of ticket sequence numbers only this caller will use."""
+    row = await conn.fetchrow(
+        "SELECT nextval('ticket_seq') AS first, increment_by AS size FROM pg_sequences "
+        "WHERE schemaname = current_schema() AND sequencename = 'ticket_seq'"
+    )
+    if row is None:
+        raise RuntimeError("ticket_seq is missing: intake's migrations have not run")
+    return int(row["first"]), int(row["size"])
+
+
+async def insert_complaint(
+    conn: Queryable, values: dict[str, Any], outbox_row: tuple[Any, ...]
+) -> bool:
+    """Store the complaint, its first timeline entry and its outbox event in ONE statement
+    (atomic without an explicit transaction: one round trip). False when the
+    Idempotency-Key was used before: then nothing is written."""
+    inserted = await conn.fetchval(
         """
-        INSERT INTO complaints (
-            id, tenant_id, ticket_no, idempotency_key, request_hash, customer_id, customer,
-            channel, description, amount, currency, transaction_ref, merchant, occurred_at,
-            category_hint, evidence, received_at, first_response_due)
-        VALUES ($1, $2, 'WC-' || to_char($16 AT TIME ZONE 'UTC', 'YYYYMMDD') || '-'
-                       || lpad(nextval('ticket_seq')::text, 6, '0'),
-                $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-        ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-        RETURNING ticket_no
+        WITH new AS (
+            INSERT INTO complaints (
+                id, tenant_id, ticket_no, idempotency_key, request_hash, customer_id, customer,
+                channel, description, amount, currency, transaction_ref, merchant, occurred_at,
+                category_hint, evidence, received_at, first_response_due)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                    $17, $18)
+            ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+            RETURNING id, received_at
+        ), timeline AS (
+            INSERT INTO complaint_timeline (complaint_id, at, status, detail)
+            SELECT id, received_at, 'received', 'Complaint received.' FROM new
+        ), event AS (
+            INSERT INTO outbox (event_id, topic, message_key, message)
+            SELECT $19, $20, $21, $22 FROM new
+        )
+        SELECT count(*) FROM new
         """,
         values["id"],
         values["tenant_id"],
+        values["ticket_no"],
         values["idempotency_key"],
         values["request_hash"],
         values["customer_id"],
@@ -113,11 +141,13 @@ async def insert_complaint(conn: asyncpg.Connection, values: dict[str, Any]) -> 
         values["evidence"],
         values["received_at"],
         values["first_response_due"],
+        *outbox_row,
     )
+    return bool(inserted)
 
 
 async def find_by_idempotency_key(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, key: str
+    conn: Queryable, tenant_id: uuid.UUID, key: str
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT id, ticket_no, request_hash, received_at, first_response_due "
@@ -148,26 +178,23 @@ _VIEW_COLUMNS = (
 async def get_complaint(
     conn: Queryable, tenant_id: uuid.UUID, ticket_no: str
 ) -> asyncpg.Record | None:
-    # Scoped by tenant: another tenant's ticket is indistinguishable from a missing one.
+    """The complaint with its timeline and resolutions, in one round trip.
+
+    Scoped by tenant: another tenant's ticket is indistinguishable from a missing one.
+    """
     return await conn.fetchrow(
-        f"SELECT {_VIEW_COLUMNS} FROM complaints WHERE tenant_id = $1 AND ticket_no = $2",
+        f"""
+        SELECT {_VIEW_COLUMNS},
+            array(SELECT row(t.at, t.status, t.detail) FROM complaint_timeline t
+                  WHERE t.complaint_id = c.id ORDER BY t.at, t.id) AS timeline,
+            array(SELECT row(r.resolution_id, r.kind, r.amount, r.currency, r.status,
+                             r.recorded_at)
+                  FROM complaint_resolutions r
+                  WHERE r.complaint_id = c.id ORDER BY r.recorded_at) AS resolutions
+        FROM complaints c WHERE c.tenant_id = $1 AND c.ticket_no = $2
+        """,
         tenant_id,
         ticket_no,
-    )
-
-
-async def get_timeline(conn: Queryable, complaint_id: uuid.UUID) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT at, status, detail FROM complaint_timeline WHERE complaint_id = $1 ORDER BY at, id",
-        complaint_id,
-    )
-
-
-async def get_resolutions(conn: Queryable, complaint_id: uuid.UUID) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT resolution_id, kind, amount, currency, status, recorded_at "
-        "FROM complaint_resolutions WHERE complaint_id = $1 ORDER BY recorded_at",
-        complaint_id,
     )
 
 
@@ -243,3 +270,86 @@ async def upsert_resolution(conn: asyncpg.Connection, values: dict[str, Any]) ->
         values["status"],
         values["recorded_at"],
     )
+
+
+# ------------------------------------------------------------------ follow-ups
+
+
+async def lock_tenant_complaint(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, ticket_no: str
+) -> asyncpg.Record | None:
+    """This tenant's complaint, locked until the transaction ends (None: not theirs or none).
+
+    The lock orders follow-ups and read-model updates of one complaint, so a feedback
+    check sees the status the update it races with leaves behind.
+    """
+    return await conn.fetchrow(
+        "SELECT id, ticket_no, status FROM complaints "
+        "WHERE tenant_id = $1 AND ticket_no = $2 FOR UPDATE",
+        tenant_id,
+        ticket_no,
+    )
+
+
+async def find_message(conn: Queryable, tenant_id: uuid.UUID, key: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, complaint_id, request_hash, received_at FROM complaint_messages "
+        "WHERE tenant_id = $1 AND idempotency_key = $2",
+        tenant_id,
+        key,
+    )
+
+
+async def insert_message(conn: asyncpg.Connection, values: dict[str, Any]) -> bool:
+    """False when a concurrent request took the same Idempotency-Key first."""
+    inserted = await conn.fetchval(
+        """
+        INSERT INTO complaint_messages (id, complaint_id, tenant_id, idempotency_key,
+            request_hash, text, evidence, received_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+        RETURNING true
+        """,
+        values["id"],
+        values["complaint_id"],
+        values["tenant_id"],
+        values["idempotency_key"],
+        values["request_hash"],
+        values["text"],
+        values["evidence"],
+        values["received_at"],
+    )
+    return bool(inserted)
+
+
+async def find_feedback(conn: Queryable, tenant_id: uuid.UUID, key: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, complaint_id, request_hash, score, reopened, status_after, received_at "
+        "FROM complaint_feedback WHERE tenant_id = $1 AND idempotency_key = $2",
+        tenant_id,
+        key,
+    )
+
+
+async def insert_feedback(conn: asyncpg.Connection, values: dict[str, Any]) -> bool:
+    """False when a concurrent request took the same Idempotency-Key first."""
+    inserted = await conn.fetchval(
+        """
+        INSERT INTO complaint_feedback (id, complaint_id, tenant_id, idempotency_key,
+            request_hash, score, comment, reopened, status_after, received_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+        ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+        RETURNING true
+        """,
+        values["id"],
+        values["complaint_id"],
+        values["tenant_id"],
+        values["idempotency_key"],
+        values["request_hash"],
+        values["score"],
+        values["comment"],
+        values["reopened"],
+        values["status_after"],
+        values["received_at"],
+    )
+    return bool(inserted)

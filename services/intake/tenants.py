@@ -47,9 +47,13 @@ async def rotate_key(
     conn: asyncpg.Connection, *, tenant_id: uuid.UUID, overlap: timedelta
 ) -> dict[str, Any]:
     """Issue a new key; the old ones keep working for `overlap`, then stop."""
+    if overlap < timedelta(0):
+        raise ValueError("the overlap cannot be negative")
     key = issue_api_key()
     expires_at = datetime.now(UTC) + overlap
     async with conn.transaction():
+        if not await repository.tenant_exists(conn, tenant_id):
+            raise ValueError(f"no tenant {tenant_id}")
         await repository.insert_api_key(conn, key.key_id, tenant_id, key.secret_hash)
         expired = await repository.expire_other_keys(conn, tenant_id, key.key_id, expires_at)
     return {

@@ -1,0 +1,184 @@
+"""Customer contact data never reaches a log line: the real logging configuration of
+shared/logging.py, rendered (JSON and console), for structlog and stdlib loggers alike."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+
+import pytest
+import structlog
+
+from shared.logging import configure_logging, get_logger, mask_text
+
+PHONES = [
+    "+8613800138000",
+    "13800138000",
+    "+86 138 0013 8000",
+    "+86-138-0013-8000",
+    "+1 415 555 0100",
+]
+EMAILS = ["a@example.com", "Zhang.San+refund@mail.example.cn"]
+CN_IDS = ["11010519491231002X", "110105194912310021", "44030619900101123x"]
+CARDS = ["6222021234567890123", "4111 1111 1111 1111", "4111-1111-1111-1111", "4111111111111111"]
+SECRETS = PHONES + EMAILS + CN_IDS + CARDS
+
+
+@contextlib.contextmanager
+def configured(fmt: str) -> Iterator[io.StringIO]:
+    """The service's real logging configuration, writing into a buffer instead of stdout."""
+    root = logging.getLogger()
+    saved_handlers, saved_level, saved_stdout = root.handlers[:], root.level, sys.stdout
+    buffer = io.StringIO()
+    root.handlers = []  # as in a fresh service process, so basicConfig installs its handler
+    sys.stdout = buffer  # configure_logging binds both loggers to the stdout of the moment
+    try:
+        configure_logging("DEBUG", fmt)
+    finally:
+        sys.stdout = saved_stdout
+    try:
+        yield buffer
+    finally:
+        root.handlers, root.level = saved_handlers, saved_level
+        structlog.reset_defaults()
+
+
+@pytest.fixture(params=["json", "console"])
+def log_lines(request: pytest.FixtureRequest) -> Iterator[Callable[[], str]]:
+    """Yields a reader of everything logged so far, rendered."""
+    with configured(request.param) as buffer:
+        yield buffer.getvalue
+
+
+def assert_clean(output: str) -> None:
+    assert output.strip(), "nothing was logged"
+    for secret in SECRETS:
+        assert secret not in output, secret
+        assert secret.lower() not in output.lower(), secret
+    # Not even the long digit runs of a number survive.
+    assert "13800138000" not in output.replace(" ", "").replace("-", "")
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_contact_data_in_the_event_text_is_masked(
+    log_lines: Callable[[], str], secret: str
+) -> None:
+    get_logger("test").info(f"customer wrote: call me on {secret} please")
+    output = log_lines()
+    assert_clean(output)
+    assert "customer wrote: call me on [" in output
+
+
+def test_contact_data_in_fields_nested_values_and_lists_is_masked(
+    log_lines: Callable[[], str],
+) -> None:
+    get_logger("test").warning(
+        "complaint_received",
+        customer={"id": "u-829", "email": EMAILS[0], "phone": PHONES[0]},
+        email=EMAILS[1],
+        phone="any format at all",
+        description=f"双重扣款，卡号{CARDS[0]}，身份证{CN_IDS[0]}，电话{PHONES[1]}",
+        evidence=[{"note": f"from {EMAILS[0]}"}, f"card {CARDS[1]}"],
+        id_number=CN_IDS[1],
+        contacts=(PHONES[2], PHONES[3], PHONES[4]),
+        card=CARDS[2] + " and " + CARDS[3],
+        extra_id=CN_IDS[2],
+    )
+    output = log_lines()
+    assert_clean(output)
+    assert "any format at all" not in output  # a sensitive key is redacted whatever it holds
+    assert "u-829" in output  # the customer's opaque id is not contact data
+
+
+def test_an_exception_message_and_traceback_are_masked(log_lines: Callable[[], str]) -> None:
+    try:
+        raise ValueError(f"invalid customer {EMAILS[0]} / {PHONES[0]} / {CARDS[3]}")
+    except ValueError:
+        get_logger("test").exception("handler_failed")
+    output = log_lines()
+    assert_clean(output)
+    assert "ValueError" in output and "handler_failed" in output
+
+
+def test_library_logs_through_stdlib_are_masked_too(log_lines: Callable[[], str]) -> None:
+    library = logging.getLogger("uvicorn.error")
+    library.warning("bad request from %s with %s", EMAILS[1], PHONES[0])
+    try:
+        raise RuntimeError(f"row rejected: ({CN_IDS[0]}, {CARDS[0]})")
+    except RuntimeError:
+        library.exception("Exception in ASGI application")
+    output = log_lines()
+    assert_clean(output)
+    assert "Exception in ASGI application" in output and "RuntimeError" in output
+
+
+def test_context_variables_are_masked(log_lines: Callable[[], str]) -> None:
+    with structlog.contextvars.bound_contextvars(
+        reply_to=EMAILS[0], ticket_no="WC-20261122-000042"
+    ):
+        get_logger("test").info("notification_sent")
+    output = log_lines()
+    assert_clean(output)
+    assert "WC-20261122-000042" in output
+
+
+def test_what_is_not_contact_data_stays_readable(log_lines: Callable[[], str]) -> None:
+    get_logger("test").info(
+        "complaint_accepted",
+        ticket_no="WC-20261122-000042",
+        complaint_id="6f0c5b8e-2d4a-4f7e-9b1c-3a5d7e9f1b20",
+        amount="86.50",
+        currency="CNY",
+        received_at="2026-11-22T02:16:03.412877+00:00",
+        partition=3,
+        offset=1234567,
+    )
+    output = log_lines()
+    for readable in (
+        "WC-20261122-000042",
+        "6f0c5b8e-2d4a-4f7e-9b1c-3a5d7e9f1b20",
+        "86.50",
+        "2026-11-22T02:16:03.412877+00:00",
+        "1234567",
+    ):
+        assert readable in output, readable
+
+
+def test_json_lines_stay_valid_json_with_a_utc_timestamp() -> None:
+    with configured("json") as buffer:
+        get_logger("test").info("complaint_received", email=EMAILS[0], note=f"tel {PHONES[0]}")
+    [line] = buffer.getvalue().strip().splitlines()
+    record = json.loads(line)
+    assert record["email"] == "[redacted]" and record["note"] == "tel [phone]"
+    assert record["timestamp"].endswith("Z") and record["level"] == "info"
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("mail a@example.com now", "mail [email] now"),
+        ("id 11010519491231002X.", "id [id]."),
+        ("card 4111 1111 1111 1111", "card [card]"),
+        ("call +86 138 0013 8000", "call [phone]"),
+        ("ticket WC-20261122-000042", "ticket WC-20261122-000042"),
+        # Chinese text runs straight into the number: no space, no ASCII word boundary.
+        ("电话13800138000请回电", "电话[phone]请回电"),
+        ("身份证号11010519491231002X", "身份证号[id]"),
+        ("卡号6222021234567890123。", "卡号[card]。"),
+        ("手机：+86 138 0013 8000", "手机：[phone]"),
+        ("邮箱13800138000@qq.com", "邮箱[email]"),
+        # Identifiers, dates and amounts are not contact data.
+        (
+            "on 2026-11-22 at 2026-11-22T10:15:00+08:00",
+            "on 2026-11-22 at 2026-11-22T10:15:00+08:00",
+        ),
+        ("ref T20261122-0001, 86.50元", "ref T20261122-0001, 86.50元"),
+        ("6f0c5b8e-2d4a-4f7e-9b1c-3a5d7e9f1b20", "6f0c5b8e-2d4a-4f7e-9b1c-3a5d7e9f1b20"),
+    ],
+)
+def test_mask_text(text: str, masked: str) -> None:
+    assert mask_text(text) == masked
