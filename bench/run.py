@@ -1,7 +1,9 @@
 """`make bench`: measures the local stack and writes bench/results.json (CONTRACT section 9).
 
 Runs against the services `make up` started (ports 8080-8083, `.run/stack.env`):
-1. intake saturation: closed loop over keep-alive connections -> accepted complaints/s;
+1. intake saturation: closed loop over keep-alive connections -> accepted complaints/s,
+   once with the downstream services paused (intake alone, Kafka holding the backlog)
+   and once with them draining it on the same cores;
 2. acknowledgement latency at a stated offered load (open loop): from each complaint's
    intended send time to its signed acknowledgement webhook arriving here;
 3. pipeline throughput: a burst of complaints, timed until every one is acknowledged;
@@ -15,6 +17,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -131,23 +134,42 @@ def complaint_requests(api_keys: list[str]) -> Any:
     return request_for
 
 
-async def intake_saturation(api_keys: list[str]) -> dict[str, Any]:
-    result = await open_loop(
-        HOST,
-        INTAKE_PORT,
-        complaint_requests(api_keys),
-        rate_per_s=None,
-        duration_s=10,
-        connections=48,
-    )
+async def intake_saturation(api_keys: list[str], *, isolated: bool) -> dict[str, Any]:
+    """Closed-loop saturation of intake. `isolated`: the downstream services are paused
+    (SIGSTOP) for the run, as when intake absorbs a burst and Kafka holds the backlog;
+    otherwise they compete for the same two cores while draining it."""
+    paused = _downstream_pids() if isolated else []
+    for pid in paused:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        result = await open_loop(
+            HOST,
+            INTAKE_PORT,
+            complaint_requests(api_keys),
+            rate_per_s=None,
+            duration_s=10,
+            connections=48,
+        )
+    finally:
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
     return {
-        "kind": "intake_saturation",
+        "kind": "intake_alone" if isolated else "intake_with_pipeline",
         "duration_s": round(result.elapsed_s, 2),
         "statuses": result.statuses,
         "accepted": result.accepted(),
         "errors": result.errors,
         "accepted_per_s": round(result.accepted() / result.elapsed_s, 1),
     }
+
+
+def _downstream_pids() -> list[int]:
+    pids = []
+    for service in SERVICES[1:]:
+        pid_file = RUN_DIR / f"{service}.pid"
+        if pid_file.exists():
+            pids.append(int(pid_file.read_text().strip()))
+    return pids
 
 
 async def acknowledged(sink: AckSink, result: LoadResult, timeout_s: float) -> dict[int, float]:
@@ -272,7 +294,8 @@ async def main() -> None:
     accepted = 0
     for repeat in range(REPEATS):
         for measure in (
-            intake_saturation(api_keys),
+            intake_saturation(api_keys, isolated=True),
+            intake_saturation(api_keys, isolated=False),
             ack_latency(api_keys, sink, ack_rate),
             pipeline_throughput(api_keys, sink, pipeline_rate),
         ):
@@ -296,7 +319,10 @@ async def main() -> None:
     pipeline = statistics.median(of("pipeline", "complaints_per_s"))
     baseline = statistics.median(of("baseline", "complaints_per_s"))
     summary = {
-        "intake_accepted_per_s": statistics.median(of("intake_saturation", "accepted_per_s")),
+        "intake_accepted_per_s": statistics.median(of("intake_alone", "accepted_per_s")),
+        "intake_accepted_per_s_with_pipeline_running": statistics.median(
+            of("intake_with_pipeline", "accepted_per_s")
+        ),
         "pipeline_complaints_per_s": pipeline,
         "ack_latency_p50_ms": statistics.median(of("ack_latency", "ack_latency_p50_ms")),
         "ack_latency_p99_ms": statistics.median(of("ack_latency", "ack_latency_p99_ms")),
@@ -305,7 +331,10 @@ async def main() -> None:
         "ratio_to_baseline": round(pipeline / baseline, 3),
         "peak_rss_mb": peak_rss_mb(),
         "spread": {
-            "intake_accepted_per_s": _median_spread(of("intake_saturation", "accepted_per_s")),
+            "intake_accepted_per_s": _median_spread(of("intake_alone", "accepted_per_s")),
+            "intake_accepted_per_s_with_pipeline_running": _median_spread(
+                of("intake_with_pipeline", "accepted_per_s")
+            ),
             "pipeline_complaints_per_s": _median_spread(of("pipeline", "complaints_per_s")),
             "ack_latency_p99_ms": _median_spread(of("ack_latency", "ack_latency_p99_ms")),
             "baseline_complaints_per_s": _median_spread(of("baseline", "complaints_per_s")),
