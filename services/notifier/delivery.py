@@ -61,6 +61,13 @@ WITH done AS (
     WHERE id = $1)
 INSERT INTO outbox (event_id, topic, message_key, message) VALUES ($5, $6, $7, $8)
 """
+# An endpoint that cannot be reached at all: its tenant's other pending deliveries wait
+# too, so one dead webhook with a backlog costs one attempt per backoff, not thousands,
+# and never starves other tenants' deliveries.
+_POSTPONE_TENANT = """
+UPDATE deliveries SET next_attempt_at = greatest(next_attempt_at, now() + make_interval(secs => $2))
+WHERE tenant_id = $1 AND state = 'pending'
+"""
 _RETRY = """
 UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2), last_error = $3,
     body = coalesce(body, $4)
@@ -212,6 +219,7 @@ class DeliveryWorker:
         now = datetime.now(UTC)
         final: list[tuple[Any, ...]] = []
         retry: list[tuple[Any, ...]] = []
+        unreachable: dict[Any, float] = {}  # tenant -> delay
         states: list[str] = []
         for row, body, outcome in batch:
             give_up = now - row["created_at"] >= timedelta(hours=s.retry_give_up_hours)
@@ -226,12 +234,16 @@ class DeliveryWorker:
                 state = "retrying"
                 delay = backoff_s(row["attempts"], s.retry_first_s, s.retry_max_backoff_s)
                 retry.append((row["id"], delay, outcome.error, body))
+                if outcome.status_code is None:  # no answer at all, not an error answer
+                    unreachable[row["tenant_id"]] = max(delay, unreachable.get(row["tenant_id"], 0))
             states.append(state)
         async with self._pool_getter().acquire() as conn, conn.transaction():
             if final:
                 await conn.executemany(_FINAL, final)
             if retry:
                 await conn.executemany(_RETRY, retry)
+            if unreachable:
+                await conn.executemany(_POSTPONE_TENANT, list(unreachable.items()))
         for (row, _body, outcome), state in zip(batch, states, strict=True):
             self._observe(row, outcome, state, now)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -12,6 +13,7 @@ import pytest
 
 from services.notifier.app import MIGRATIONS, SCHEMA, create_app
 from services.notifier.settings import NotifierSettings
+from shared.db import connect
 from shared.events import Envelope, new_event
 from shared.runtime import migrate
 from shared.signing import derive_webhook_secret, verify_webhook
@@ -131,3 +133,32 @@ async def test_unreachable_webhook_is_retried_not_lost(
         m for m in await read_topic(infra.kafka_bootstrap, NOTIFICATIONS) if m.key == received.key
     ]
     assert sent == []  # not delivered, not given up: still pending
+
+
+async def test_an_unreachable_webhook_postpones_its_tenants_other_deliveries(
+    infra: Infra, notifier: httpx.AsyncClient
+) -> None:
+    tenant_id = uuid.uuid4()
+    received = received_event(tenant_id=tenant_id, webhook_url="http://127.0.0.1:9/hooks")
+    await _send(infra, received, case_opened(received))
+    conn = await connect(infra.database_url, SCHEMA)
+    try:
+
+        async def acknowledgement_failed_once() -> bool:
+            return bool(
+                await conn.fetchval(
+                    "SELECT attempts >= 1 AND last_error IS NOT NULL FROM deliveries "
+                    "WHERE complaint_id = $1 AND type = 'complaint.acknowledged'",
+                    received.complaint_id,
+                )
+            )
+
+        await eventually(acknowledgement_failed_once)
+        waiting = await conn.fetchrow(
+            "SELECT attempts, next_attempt_at > now() AS postponed FROM deliveries "
+            "WHERE complaint_id = $1 AND type = 'complaint.triaged'",
+            received.complaint_id,
+        )
+    finally:
+        await conn.close()
+    assert waiting["attempts"] == 0 and waiting["postponed"]
