@@ -18,7 +18,7 @@ from shared.db import connect
 from shared.events import Envelope, new_event
 from shared.runtime import migrate
 from shared.signing import hash_secret
-from shared.topics import COMPLAINTS_RESOLUTION, COMPLAINTS_TRIAGED
+from shared.topics import COMPLAINTS_RECEIVED, COMPLAINTS_RESOLUTION, COMPLAINTS_TRIAGED
 from tests.integration.events import as_bytes
 from tests.support import Infra, eventually, produce, read_topic, running
 
@@ -131,3 +131,51 @@ async def test_agent_tokens_are_stored_only_as_hashes(
     assert (prefix, row["token_id"], row["approver"]) == ("wca", token_id, True)
     assert bytes(row["token_hash"]) == hash_secret(secret)
     assert secret not in str(dict(row))
+
+
+def _customer_event(triaged: Envelope, event_type: str, **payload: object) -> Envelope:
+    return new_event(
+        event_type,
+        producer="intake",
+        tenant_id=triaged.tenant_id,
+        complaint_id=triaged.complaint_id,
+        ticket_no=triaged.ticket_no,
+        correlation_id=triaged.correlation_id,
+        payload=payload,
+    )
+
+
+async def test_poor_feedback_reopens_the_case_and_says_so(
+    infra: Infra, resolution: httpx.AsyncClient
+) -> None:
+    triaged = triaged_event()
+    await produce(infra.kafka_bootstrap, COMPLAINTS_TRIAGED, as_bytes(triaged), triaged.key)
+    await eventually(lambda: _status_events(infra, triaged.complaint_id))
+    message = _customer_event(triaged, "complaint.message_added", text="any news?")
+    feedback = _customer_event(triaged, "complaint.feedback_received", score=1, reopen=True)
+    for event in (message, feedback):
+        await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(event), event.key)
+
+    async def reopened() -> list | None:
+        events = await _status_events(infra, triaged.complaint_id) or []
+        return [e for e in events if e["payload"]["status"] == "reopened"] or None
+
+    [event] = await eventually(reopened)
+    assert event["payload"]["previous_status"] == "triaged"
+    assert event["payload"]["reason"] == "customer_feedback"
+    conn = await connect(infra.database_url, SCHEMA)
+    try:
+        status = await conn.fetchval(
+            "SELECT status FROM cases WHERE complaint_id = $1", triaged.complaint_id
+        )
+        notes = await conn.fetch(
+            "SELECT note FROM case_history WHERE complaint_id = $1 ORDER BY id",
+            triaged.complaint_id,
+        )
+    finally:
+        await conn.close()
+    assert status == "reopened"
+    assert [n["note"] for n in notes][1:] == [
+        "Customer sent a follow-up message.",
+        "Customer rated the handling 1/5. Reopened.",
+    ]
