@@ -63,6 +63,22 @@ def new_event(
     )
 
 
+def follow_up(
+    cause: Envelope, event_type: str, *, producer: str, payload: dict[str, Any]
+) -> Envelope:
+    """A new event about the same complaint, caused by `cause`: same tenant, complaint,
+    ticket and correlation id, a new event id."""
+    return new_event(
+        event_type,
+        producer=producer,
+        tenant_id=cause.tenant_id,
+        complaint_id=cause.complaint_id,
+        ticket_no=cause.ticket_no,
+        correlation_id=cause.correlation_id,
+        payload=payload,
+    )
+
+
 def parse_envelope(raw: bytes) -> Envelope:
     """Parse and check a message; raises ValueError (poison) when it can never be handled."""
     envelope = Envelope.model_validate_json(raw)

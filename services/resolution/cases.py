@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from shared import outbox
-from shared.events import Envelope, new_event
+from shared.events import Envelope, follow_up
 from shared.topics import COMPLAINTS_RESOLUTION
 
 DEFAULT_JURISDICTION = "cn"
@@ -104,13 +104,10 @@ async def _emit_status(
     extra: dict[str, Any],
 ) -> None:
     p = envelope.payload
-    event = new_event(
+    event = follow_up(
+        envelope,
         "complaint.status_changed",
         producer="resolution",
-        tenant_id=envelope.tenant_id,
-        complaint_id=envelope.complaint_id,
-        ticket_no=envelope.ticket_no,
-        correlation_id=envelope.correlation_id,
         payload={
             "status": "triaged",
             "previous_status": "received",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 
 from shared import outbox
-from shared.events import Envelope, new_event
+from shared.events import Envelope, follow_up
 from shared.topics import COMPLAINTS_RESOLUTION
 
 
@@ -34,13 +34,10 @@ async def _on_feedback(conn: asyncpg.Connection, envelope: Envelope) -> None:
         return  # no case of its own (a linked duplicate): its original's case carries on
     note = f"{note} Reopened."
     await _history(conn, envelope, note, status="reopened")
-    event = new_event(
+    event = follow_up(
+        envelope,
         "complaint.status_changed",
         producer="resolution",
-        tenant_id=envelope.tenant_id,
-        complaint_id=envelope.complaint_id,
-        ticket_no=envelope.ticket_no,
-        correlation_id=envelope.correlation_id,
         payload={
             "status": "reopened",
             "previous_status": previous,

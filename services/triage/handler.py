@@ -12,7 +12,7 @@ from services.triage import duplicates, incidents
 from services.triage.classifier import Classifier, ComplaintFacts
 from services.triage.incident_policy import IncidentPolicy, merchant_key
 from shared import outbox
-from shared.events import Envelope, new_event
+from shared.events import Envelope, follow_up
 from shared.metrics import ServiceMetrics
 from shared.topics import COMPLAINTS_TRIAGED, INCIDENTS
 
@@ -99,29 +99,17 @@ class TriageHandler:
             "tenant": p.get("tenant", {}),
             **{key: p.get(key) for key in _CARRIED},
         }
-        event = new_event(
-            "complaint.triaged",
-            producer="triage",
-            tenant_id=envelope.tenant_id,
-            complaint_id=envelope.complaint_id,
-            ticket_no=envelope.ticket_no,
-            correlation_id=envelope.correlation_id,
-            payload=payload,
-        )
-        await outbox.enqueue(conn, COMPLAINTS_TRIAGED, event)
+        events = [
+            (
+                COMPLAINTS_TRIAGED,
+                follow_up(envelope, "complaint.triaged", producer="triage", payload=payload),
+            )
+        ]
         if incident is not None:
-            await outbox.enqueue(conn, INCIDENTS, self._incident_event(envelope, incident))
+            # Keyed, like every event, by the complaint that caused it (CONTRACT section 4).
+            incident_event = follow_up(
+                envelope, incident.event_type, producer="triage", payload=incident.payload
+            )
+            events.append((INCIDENTS, incident_event))
+        await outbox.enqueue_many(conn, events)
         self._metrics.complaints_triaged.labels(result.category, result.priority).inc()
-
-    @staticmethod
-    def _incident_event(envelope: Envelope, incident: incidents.IncidentChange) -> Envelope:
-        # Keyed, like every event, by the complaint that caused it (CONTRACT section 4).
-        return new_event(
-            incident.event_type,
-            producer="triage",
-            tenant_id=envelope.tenant_id,
-            complaint_id=envelope.complaint_id,
-            ticket_no=envelope.ticket_no,
-            correlation_id=envelope.correlation_id,
-            payload=incident.payload,
-        )
