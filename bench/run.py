@@ -30,6 +30,7 @@ import orjson
 
 from bench.baseline import run_baseline
 from bench.loadgen import LoadResult, open_loop, post_request
+from deploy.local.webhook_receiver import webhook_handler
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = ROOT / ".run"
@@ -58,28 +59,14 @@ class AckSink:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> str:
-        self._server = await asyncio.start_server(self._serve, HOST, 0)
+        self._server = await asyncio.start_server(webhook_handler(self._on_webhook), HOST, 0)
         return f"http://{HOST}:{self._server.sockets[0].getsockname()[1]}/hooks"
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    int(line.split(b":", 1)[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                body = orjson.loads(await reader.readexactly(length))
-                if body["type"] == "complaint.acknowledged":
-                    self.acked_at.setdefault(body["ticket_no"], time.perf_counter())
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            # A closed or, at exit, cancelled keep-alive connection: nothing to answer.
-            pass
-        finally:
-            writer.close()
+    def _on_webhook(self, _headers: dict[str, str], raw: bytes) -> int:
+        body = orjson.loads(raw)
+        if body["type"] == "complaint.acknowledged":
+            self.acked_at.setdefault(body["ticket_no"], time.perf_counter())
+        return 200
 
 
 def stack_env() -> dict[str, str]:

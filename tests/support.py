@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
+from deploy.local.webhook_receiver import webhook_handler
 from shared.settings import ServiceSettings
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -153,7 +154,7 @@ class WebhookSink:
         return f"http://127.0.0.1:{port}/hooks"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(webhook_handler(self._on_webhook), "127.0.0.1", 0)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -164,25 +165,10 @@ class WebhookSink:
     def delivered(self) -> list[ReceivedWebhook]:
         return [w for w in self.received if w.status == 200]
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                headers = {
-                    k.strip().lower(): v.strip()
-                    for k, _, v in (line.partition(":") for line in lines[1:] if line)
-                }
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                status = 200
-                if self.fail_next > 0:
-                    self.fail_next -= 1
-                    status = 503
-                self.received.append(ReceivedWebhook(headers, body, status))
-                reason = "OK" if status == 200 else "Service Unavailable"
-                writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\n\r\n".encode())
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    def _on_webhook(self, headers: dict[str, str], body: bytes) -> int:
+        status = 200
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            status = 503
+        self.received.append(ReceivedWebhook(headers, body, status))
+        return status

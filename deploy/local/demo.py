@@ -16,6 +16,7 @@ import uuid
 import httpx
 
 from deploy.local.stack import ROOT, read_stack_env
+from deploy.local.webhook_receiver import webhook_handler
 from shared.signing import verify_webhook
 
 INTAKE = "http://127.0.0.1:8080"
@@ -79,26 +80,8 @@ class Receiver:
         self.webhook_secret = ""
         self.seen: dict[str, set[str]] = {}
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:  # keep-alive: one request after another on this connection
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-                headers = {
-                    key.strip().lower(): value.strip()
-                    for key, _, value in (
-                        line.partition(":") for line in head.split("\r\n")[1:] if line
-                    )
-                }
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                self.show(headers, body)
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass  # the sender closed the connection, or the demo is over
-        finally:
-            writer.close()
-
-    def show(self, headers: dict[str, str], body: bytes) -> None:
+    def show(self, headers: dict[str, str], body: bytes) -> int:
+        """Print the webhook; answer 200 (the demo accepts whatever arrives)."""
         try:
             hook = json.loads(body)
             valid = verify_webhook(
@@ -110,12 +93,13 @@ class Receiver:
             )
         except ValueError:
             print(f"  webhook that is not JSON: {body[:200]!r}")
-            return
+            return 200
         self.seen.setdefault(hook.get("ticket_no", "?"), set()).add(hook.get("type", "?"))
         print(
             f"  webhook {hook.get('type', '?'):<31} {hook.get('ticket_no', '?')}  "
             f"signature {'OK' if valid else 'BAD'}\n      {hook.get('message', '')}"
         )
+        return 200
 
     def done(self, tickets: list[str]) -> bool:
         return all(WANTED.issubset(self.seen.get(ticket, ())) for ticket in tickets)
@@ -124,9 +108,11 @@ class Receiver:
 async def start_receiver(receiver: Receiver) -> tuple[asyncio.Server, int]:
     # 8099 as documented; a free port when something else holds it.
     try:
-        server = await asyncio.start_server(receiver.serve, "127.0.0.1", RECEIVER_PORT)
+        server = await asyncio.start_server(
+            webhook_handler(receiver.show), "127.0.0.1", RECEIVER_PORT
+        )
     except OSError:
-        server = await asyncio.start_server(receiver.serve, "127.0.0.1", 0)
+        server = await asyncio.start_server(webhook_handler(receiver.show), "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1]
 
 
