@@ -1,14 +1,23 @@
 """`make bench`: measures the local stack and writes bench/results.json (CONTRACT section 9).
 
-Runs against the services `make up` started (ports 8080-8083, `.run/stack.env`):
+Runs against the services `make up` started (ports 8080-8083, `.run/stack.env`). Each
+repeat (BENCH_REPEATS, default 3; the summary is the median, with the spread):
 1. intake saturation: closed loop over keep-alive connections -> accepted complaints/s,
    once with the downstream services paused (intake alone, Kafka holding the backlog)
    and once with them draining it on the same cores;
 2. acknowledgement latency at a stated offered load (open loop): from each complaint's
    intended send time to its signed acknowledgement webhook arriving here;
 3. pipeline throughput: a burst of complaints, timed until every one is acknowledged;
-4. the bare asyncio baseline (bench/baseline.py), in the same run;
-then peak RSS per service. Each measurement runs three times; the summary is the median.
+4. CPU cost: 5 s idle, then open loop at 100/s for 20 s, metered (bench/cpu.py) from the
+   first send until every complaint is acknowledged -> CPU ms per complaint per process;
+5. the batched asyncio baseline (bench/baseline.py), in the same run.
+Then, once: the latency-versus-load curve (bench/curve.py; BENCH_CURVE_RATES, default
+25,50,100,200,300 per s, 15 s each, drained between; plotted to bench/latency_curve.png),
+and last, since it may leave a backlog, the soak (bench/soak.py; BENCH_SOAK_RATE per s,
+default 100, for BENCH_SOAK_MINUTES, default 10, acknowledgements awaited up to
+BENCH_SOAK_ACK_TIMEOUT_S, default 120; BENCH_SKIP_SOAK=1 skips it, summary.soak is then
+null). Then peak RSS per service. Every wait is bounded: what was not acknowledged in time
+is recorded as such (acknowledged < accepted), not waited for indefinitely.
 """
 
 from __future__ import annotations
@@ -28,8 +37,19 @@ from typing import Any
 
 import orjson
 
+from bench import curve, soak
 from bench.baseline import run_baseline
-from bench.loadgen import LoadResult, open_loop, post_request
+from bench.cpu import CpuMeter, stack_processes
+from bench.loadgen import (
+    RESPONSE_TIMEOUT_S,
+    LoadResult,
+    Tickets,
+    open_loop,
+    percentile,
+    post_request,
+    rounded_ms,
+    wait_for_acks,
+)
 from deploy.local.webhook_receiver import webhook_handler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +60,11 @@ INTAKE_PORT = int(os.environ.get("INTAKE_HTTP_PORT", "8080"))
 SERVICES = ("intake", "triage", "resolution", "notifier")
 TENANTS = 10  # the per-tenant rate limit is 200/s: load comes from several wallet apps
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+CPU_COST_RATE = 100.0
+CPU_COST_S = 20.0
+IDLE_S = 5.0
+CPU_KEYS = (*SERVICES, "postgres", "kafka", "loadgen", "total")
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/complaints"
 
 DESCRIPTIONS = [
     "我的账户被盗刷了，有两笔不是我操作的消费",
@@ -136,6 +161,7 @@ async def intake_saturation(api_keys: list[str], *, isolated: bool) -> dict[str,
             rate_per_s=None,
             duration_s=6 if isolated else 10,  # the isolated run leaves a backlog to drain
             connections=48,
+            response_timeout_s=RESPONSE_TIMEOUT_S,
         )
     finally:
         for pid in paused:
@@ -179,6 +205,7 @@ async def ack_latency(api_keys: list[str], sink: AckSink, rate: float) -> dict[s
         rate_per_s=rate,
         duration_s=15,
         connections=32,
+        response_timeout_s=RESPONSE_TIMEOUT_S,
         keep_bodies=True,
     )
     acks = await acknowledged(sink, result, timeout_s=60)
@@ -189,8 +216,8 @@ async def ack_latency(api_keys: list[str], sink: AckSink, rate: float) -> dict[s
         "sent": result.sent,
         "accepted": result.accepted(),
         "acknowledged": len(acks),
-        "ack_latency_p50_ms": round(_percentile(latencies, 50), 1),
-        "ack_latency_p99_ms": round(_percentile(latencies, 99), 1),
+        "ack_latency_p50_ms": rounded_ms(percentile(latencies, 50)),
+        "ack_latency_p99_ms": rounded_ms(percentile(latencies, 99)),
         "http_latency_p99_ms": result.latency_ms.get_value_at_percentile(99),
     }
 
@@ -204,6 +231,7 @@ async def pipeline_throughput(api_keys: list[str], sink: AckSink, rate: float) -
         rate_per_s=rate,
         duration_s=15,
         connections=48,
+        response_timeout_s=RESPONSE_TIMEOUT_S,
         keep_bodies=True,
     )
     acks = await acknowledged(sink, result, timeout_s=120)
@@ -214,6 +242,43 @@ async def pipeline_throughput(api_keys: list[str], sink: AckSink, rate: float) -
         "accepted": result.accepted(),
         "acknowledged": len(acks),
         "complaints_per_s": round(len(acks) / (last - began), 1),
+    }
+
+
+async def cpu_cost(api_keys: list[str], sink: AckSink, processes: dict[str, int]) -> dict[str, Any]:
+    """CPU per complaint: metered from the first send until the last acknowledgement,
+    divided by the complaints acknowledged. That interval also holds the stack's idle
+    work (polling, heartbeats), so the idle rate just before is recorded beside it."""
+    with CpuMeter(processes) as idle:
+        await asyncio.sleep(IDLE_S)
+    tickets = Tickets()
+    began = time.perf_counter()
+    with CpuMeter(processes) as meter:
+        result = await open_loop(
+            HOST,
+            INTAKE_PORT,
+            complaint_requests(api_keys),
+            rate_per_s=CPU_COST_RATE,
+            duration_s=CPU_COST_S,
+            connections=32,
+            response_timeout_s=RESPONSE_TIMEOUT_S,
+            on_response=tickets,
+        )
+        ended = await wait_for_acks(sink.acked_at, tickets.by_request.values(), timeout_s=300)
+    acknowledged = sum(t in sink.acked_at for t in tickets.by_request.values())
+    return {
+        "kind": "cpu_cost",
+        "offered_per_s": CPU_COST_RATE,
+        "sent": result.sent,
+        "accepted": result.accepted(),
+        "acknowledged": acknowledged,
+        # When False the CPU also holds work on complaints not counted: a high figure.
+        "all_acknowledged": acknowledged == result.accepted(),
+        "duration_s": round(ended - began, 1),
+        **meter.report(acknowledged),
+        "idle_cpu_s_per_s": {
+            name: None if s is None else round(s / IDLE_S, 3) for name, s in idle.seconds().items()
+        },
     }
 
 
@@ -254,20 +319,65 @@ def machine() -> dict[str, Any]:
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "broker": "Tansu (local stack)",
+        "broker": "Apache Kafka (local stack, deploy/local/kafka.py)",
         "database": "PostgreSQL (local)",
         "load_generator": "same machine, raw asyncio HTTP/1.1 keep-alive (bench/loadgen.py)",
     }
 
 
-def _percentile(values: list[float], pct: float) -> float:
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _median_spread(values: list[float]) -> dict[str, float | None]:
     if not values:
-        return float("nan")
-    return values[min(len(values) - 1, int(len(values) * pct / 100))]
-
-
-def _median_spread(values: list[float]) -> dict[str, float]:
+        return {"median": None, "min": None, "max": None}
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+async def baseline_run(env: dict[str, str], repeat: int) -> dict[str, Any]:
+    try:
+        rate = await run_baseline(
+            env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
+            env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            complaints=3000,
+        )
+    except Exception as exc:  # recorded, not fatal: the other figures still stand
+        return {"kind": "baseline", "repeat": repeat, "error": repr(exc)}
+    return {"kind": "baseline", "repeat": repeat, "complaints_per_s": round(rate, 1)}
+
+
+async def latency_curve(api_keys: list[str], sink: AckSink) -> list[dict[str, Any]]:
+    points = []
+    for rate in curve.rates_from(os.environ.get("BENCH_CURVE_RATES")):
+        point = await curve.curve_point(
+            HOST, INTAKE_PORT, complaint_requests(api_keys), sink.acked_at, rate
+        )
+        print(json.dumps(point), flush=True)
+        points.append(point)
+    return points
+
+
+async def soak_run(
+    api_keys: list[str], sink: AckSink, env: dict[str, str], processes: dict[str, int]
+) -> dict[str, Any]:
+    return await soak.soak(
+        HOST,
+        INTAKE_PORT,
+        complaint_requests(api_keys),
+        sink.acked_at,
+        rate=float(os.environ.get("BENCH_SOAK_RATE", "100")),
+        minutes=float(os.environ.get("BENCH_SOAK_MINUTES", "10")),
+        database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
+        processes=processes,
+        ack_timeout_s=float(os.environ.get("BENCH_SOAK_ACK_TIMEOUT_S", "120")),
+    )
+
+
+def cpu_summary(runs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Per process, the median over the repeats of its CPU ms per complaint."""
+    costs = [r["cpu_ms_per_complaint"] for r in runs if r["kind"] == "cpu_cost"]
+    return {key: _median([c[key] for c in costs if c.get(key) is not None]) for key in CPU_KEYS}
 
 
 async def main() -> None:
@@ -275,6 +385,8 @@ async def main() -> None:
     sink = AckSink()
     webhook_url = await sink.start()
     api_keys = create_tenants(webhook_url, env)
+    processes = await stack_processes(env.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    print(f"metering CPU of {processes} and this process (loadgen)", flush=True)
     ack_rate = float(os.environ.get("BENCH_ACK_RATE", "50"))
     pipeline_rate = float(os.environ.get("BENCH_PIPELINE_RATE", "300"))
     runs: list[dict[str, Any]] = []
@@ -285,6 +397,7 @@ async def main() -> None:
             intake_saturation(api_keys, isolated=False),
             ack_latency(api_keys, sink, ack_rate),
             pipeline_throughput(api_keys, sink, pipeline_rate),
+            cpu_cost(api_keys, sink, processes),
         ):
             run = await measure
             run["repeat"] = repeat
@@ -292,31 +405,48 @@ async def main() -> None:
             print(json.dumps(run), flush=True)
             accepted += run["accepted"]
             await drained(sink, accepted)  # each measurement starts with empty queues
-        baseline = await run_baseline(
-            env.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/complaints"),
-            env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-            complaints=3000,
-        )
-        runs.append({"kind": "baseline", "repeat": repeat, "complaints_per_s": round(baseline, 1)})
-        print(json.dumps(runs[-1]))
+        runs.append(await baseline_run(env, repeat))
+        print(json.dumps(runs[-1]), flush=True)
+
+    curve_points = await latency_curve(api_keys, sink)
+    runs.extend(curve_points)
+    soak_summary = None
+    if os.environ.get("BENCH_SKIP_SOAK") == "1":
+        print("soak skipped (BENCH_SKIP_SOAK=1): summary.soak is null", flush=True)
+    else:
+        accepted += sum(p["accepted"] for p in curve_points)
+        await drained(sink, accepted)
+        soak_record = await soak_run(api_keys, sink, env, processes)
+        runs.append(soak_record)
+        print(json.dumps(soak_record), flush=True)
+        soak_summary = soak.summary(soak_record)
+        if backlog := soak_record["accepted"] - soak_record["acknowledged"]:
+            print(f"{backlog} soak complaints still in the pipeline: it drains on its own")
 
     def of(kind: str, key: str) -> list[float]:
-        return [r[key] for r in runs if r["kind"] == kind]
+        return [r[key] for r in runs if r["kind"] == kind and r.get(key) is not None]
 
-    pipeline = statistics.median(of("pipeline", "complaints_per_s"))
-    baseline = statistics.median(of("baseline", "complaints_per_s"))
+    pipeline = _median(of("pipeline", "complaints_per_s"))
+    baseline = _median(of("baseline", "complaints_per_s"))
+    cpu_totals = [r["cpu_ms_per_complaint"].get("total") for r in runs if r["kind"] == "cpu_cost"]
     summary = {
-        "intake_accepted_per_s": statistics.median(of("intake_alone", "accepted_per_s")),
-        "intake_accepted_per_s_with_pipeline_running": statistics.median(
+        "intake_accepted_per_s": _median(of("intake_alone", "accepted_per_s")),
+        "intake_accepted_per_s_with_pipeline_running": _median(
             of("intake_with_pipeline", "accepted_per_s")
         ),
         "pipeline_complaints_per_s": pipeline,
-        "ack_latency_p50_ms": statistics.median(of("ack_latency", "ack_latency_p50_ms")),
-        "ack_latency_p99_ms": statistics.median(of("ack_latency", "ack_latency_p99_ms")),
+        "ack_latency_p50_ms": _median(of("ack_latency", "ack_latency_p50_ms")),
+        "ack_latency_p99_ms": _median(of("ack_latency", "ack_latency_p99_ms")),
         "ack_latency_offered_per_s": ack_rate,
         "baseline_complaints_per_s": baseline,
-        "ratio_to_baseline": round(pipeline / baseline, 3),
+        "ratio_to_baseline": round(pipeline / baseline, 3) if pipeline and baseline else None,
         "peak_rss_mb": peak_rss_mb(),
+        "cpu_ms_per_complaint": cpu_summary(runs),
+        "cpu_cost_offered_per_s": CPU_COST_RATE,
+        "soak": soak_summary,
+        "latency_curve": curve.summary_points(curve_points),
+        "knee_per_s": curve.knee(curve_points),
+        "knee_rule": f"highest offered rate with p99 < {curve.KNEE_P99_MS:g} ms, all acknowledged",
         "spread": {
             "intake_accepted_per_s": _median_spread(of("intake_alone", "accepted_per_s")),
             "intake_accepted_per_s_with_pipeline_running": _median_spread(
@@ -325,13 +455,18 @@ async def main() -> None:
             "pipeline_complaints_per_s": _median_spread(of("pipeline", "complaints_per_s")),
             "ack_latency_p99_ms": _median_spread(of("ack_latency", "ack_latency_p99_ms")),
             "baseline_complaints_per_s": _median_spread(of("baseline", "complaints_per_s")),
+            "cpu_ms_per_complaint_total": _median_spread([t for t in cpu_totals if t]),
         },
     }
-    RESULTS.write_text(
-        json.dumps({"machine": machine(), "runs": runs, "summary": summary}, indent=2) + "\n"
-    )
+    results = {"machine": machine(), "runs": runs, "summary": summary}
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     print(f"written to {RESULTS}")
+    if curve_points:
+        try:
+            print(f"plotted to {curve.plot(summary, results['machine'])}")
+        except ImportError as exc:  # matplotlib is in the test extra
+            print(f"no plot ({exc}): pip install -e '.[test]', then python -m bench.curve")
 
 
 if __name__ == "__main__":

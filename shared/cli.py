@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from shared.logging import configure_logging
 from shared.runtime import migrate
 from shared.service_app import serve
 from shared.settings import ServiceSettings
@@ -26,6 +27,8 @@ def run_common_command(
     create_app: Callable[[ServiceSettings], FastAPI],
 ) -> int:
     if command == "serve":
+        # Before the migrations: what they log is masked and rendered like the rest.
+        configure_logging(settings.log_level, settings.log_format)
         migrate(settings, schema, migrations_dir)
         serve(create_app(settings), settings)
         return 0

@@ -1,17 +1,29 @@
-"""EventConsumer: one consumed message = one Postgres transaction (inbox + effect + outbox).
+"""EventConsumer: the records of one fetched batch in one Postgres transaction (inbox +
+effects + outbox of every record, each partition's in order), one transaction per record
+when a batch cannot commit.
+
+- The batch path is the fast path: one round trip claims every event id in the inbox,
+  each new event's handler runs on the same connection, one commit. If anything in it
+  fails (a poison message, a deadlock with another partition's batch, a database
+  outage), nothing of it is kept and its records are handled again one at a time, below,
+  where each failure gets its own retries, dead letter or seek-back.
 
 - A message that can never succeed (bad JSON, unknown schema version, a handler bug that
   persists across bounded retries) goes to `<topic>.dlq` untouched, with headers saying
   why, and the partition moves on.
 - A transient failure (database or broker unreachable) is never dead-lettered: it is
   retried with backoff, then raised so the broker integration seeks back and redelivers.
+- Every line logged while an event is handled (by us, the handler or a library) carries
+  `service`, `event_id`, `event_type`, `ticket_no` and `correlation_id`: the record's
+  `correlation_id` header (set by the outbox relay), else the envelope's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import asyncpg
@@ -20,8 +32,9 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from shared.events import Envelope, parse_envelope
-from shared.inbox import claim
+from shared.inbox import claim, claim_many
 from shared.logging import get_logger
+from shared.masking import mask
 from shared.metrics import ServiceMetrics
 from shared.topics import dead_letter_topic
 
@@ -34,6 +47,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # e.g. "cannot switch to state": the connection died mid-call
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.SerializationError,
@@ -51,6 +65,26 @@ class Record(Protocol):
     key: bytes | None
     value: bytes | None
     headers: Any
+
+
+def header(record: Record, name: str) -> bytes | None:
+    """The last value of header `name` on `record`, if any."""
+    found = None
+    for key, value in record.headers or ():
+        if key == name:
+            found = value
+    return found
+
+
+def correlation_id(record: Record, envelope: Envelope) -> str:
+    """The `correlation_id` header when it is a UUID, else the envelope's."""
+    raw = header(record, "correlation_id")
+    if raw:
+        try:
+            return str(uuid.UUID(raw.decode()))
+        except (UnicodeDecodeError, ValueError):
+            pass
+    return str(envelope.correlation_id)
 
 
 class DeadLetterProducer(Protocol):
@@ -77,6 +111,90 @@ class EventConsumer:
         self._max_attempts = max_attempts
         self._retry_base_s = retry_base_s
 
+    async def handle_batch(
+        self,
+        partitions: Sequence[Sequence[Record]],
+        handler_for: Callable[[str], Handler],
+    ) -> None:
+        """Handle a fetched batch: each partition's records in order.
+
+        One transaction for the whole batch when it commits. Its partitions run one after
+        the other in that transaction, not concurrently in several: concurrent
+        transactions that each hold the locks of many events (a case row, an incident
+        counter) deadlock as soon as two take the same locks in different orders. If it
+        cannot commit, each partition falls back to one transaction per record,
+        partitions concurrently (the per-record path decides retries and dead letters);
+        the first exception is raised once every partition is done (seek back)."""
+        records = [record for partition in partitions for record in partition]
+        if len(records) > 1:
+            try:
+                await self._apply_batch(records, handler_for)
+                return
+            except Exception as exc:
+                log.info(
+                    "event_batch_fell_back",
+                    service=self._service,
+                    records=len(records),
+                    error_type=type(exc).__name__,
+                )
+
+        async def one_by_one(partition: Sequence[Record]) -> None:
+            for record in partition:
+                await self.handle(record, handler_for(record.topic))
+
+        outcomes = await asyncio.gather(
+            *(one_by_one(p) for p in partitions), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _apply_batch(
+        self, records: Sequence[Record], handler_for: Callable[[str], Handler]
+    ) -> None:
+        started = time.perf_counter()
+        envelopes = [parse_envelope(record.value or b"") for record in records]
+        async with self._pool.acquire() as conn, conn.transaction():
+            new = await claim_many(conn, self._service, [e.event_id for e in envelopes])
+            # Per record; an id seen twice (a redelivery within the batch) is applied once.
+            applied: list[bool] = []
+            for record, envelope in zip(records, envelopes, strict=True):
+                applied.append(envelope.event_id in new)
+                new.discard(envelope.event_id)
+                if applied[-1]:
+                    with self._event_context(record, envelope):
+                        await handler_for(record.topic)(conn, envelope)
+        elapsed = time.perf_counter() - started
+        for record, envelope, was_applied in zip(records, envelopes, applied, strict=True):
+            self._metrics.event_handling_seconds.labels(self._service, record.topic).observe(
+                elapsed / len(records)
+            )
+            with self._event_context(record, envelope):
+                outcome = "processed" if was_applied else "duplicate"
+                self._handled(record, outcome, attempt=1, batch=len(records))
+
+    def _handled(self, record: Record, outcome: str, *, attempt: int, **extra: Any) -> None:
+        """Count and log one record the inbox has applied or recognised."""
+        self._count(record.topic, outcome)
+        log.info(
+            "event_handled",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            outcome=outcome,
+            attempt=attempt,
+            **extra,
+        )
+
+    def _event_context(self, record: Record, envelope: Envelope) -> Any:
+        return structlog.contextvars.bound_contextvars(
+            service=self._service,
+            event_id=str(envelope.event_id),
+            event_type=envelope.event_type,
+            ticket_no=envelope.ticket_no,
+            correlation_id=correlation_id(record, envelope),
+        )
+
     async def handle(self, record: Record, handler: Handler) -> None:
         started = time.perf_counter()
         topic = record.topic
@@ -84,14 +202,10 @@ class EventConsumer:
             try:
                 envelope = parse_envelope(record.value or b"")
             except (ValidationError, ValueError) as exc:
-                await self._dead_letter(record, exc, attempts=1)
+                with structlog.contextvars.bound_contextvars(service=self._service):
+                    await self._dead_letter(record, exc, attempts=1)
                 return
-            with structlog.contextvars.bound_contextvars(
-                event_id=str(envelope.event_id),
-                event_type=envelope.event_type,
-                ticket_no=envelope.ticket_no,
-                correlation_id=str(envelope.correlation_id),
-            ):
+            with self._event_context(record, envelope):
                 await self._apply_with_retries(record, envelope, handler)
         finally:
             self._metrics.event_handling_seconds.labels(self._service, topic).observe(
@@ -113,12 +227,24 @@ class EventConsumer:
             except Exception as exc:
                 log.warning("event_handler_failed", attempt=attempt, error=repr(exc))
                 if attempt == self._max_attempts:
+                    if not await self._database_reachable():
+                        # Whatever the error said, the database is gone: not a poison
+                        # message. Seek back and try again once it is back.
+                        self._count(topic, "retried")
+                        raise
                     await self._dead_letter(record, exc, attempts=attempt)
                     return
             else:
-                self._count(topic, "processed" if applied else "duplicate")
+                self._handled(record, "processed" if applied else "duplicate", attempt=attempt)
                 return
             await asyncio.sleep(self._retry_base_s * 2 ** (attempt - 1))
+
+    async def _database_reachable(self) -> bool:
+        try:
+            async with asyncio.timeout(2):
+                return bool(await self._pool.fetchval("SELECT true"))
+        except Exception:
+            return False
 
     async def _apply(self, envelope: Envelope, handler: Handler) -> bool:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -130,7 +256,7 @@ class EventConsumer:
     async def _dead_letter(self, record: Record, exc: BaseException, *, attempts: int) -> None:
         headers = [
             *(record.headers or ()),
-            ("x-dlq-error", str(exc)[:1000].encode()),
+            ("x-dlq-error", mask(str(exc))[:1000].encode()),
             ("x-dlq-error-type", type(exc).__name__.encode()),
             ("x-dlq-consumer", self._service.encode()),
             ("x-dlq-original-topic", record.topic.encode()),
@@ -149,7 +275,7 @@ class EventConsumer:
             partition=record.partition,
             offset=record.offset,
             error_type=type(exc).__name__,
-            error=str(exc)[:300],
+            error=mask(str(exc))[:300],
         )
 
     def _count(self, topic: str, outcome: str) -> None:

@@ -3,7 +3,6 @@ and the subscription helper that routes every message through EventConsumer."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import defaultdict
 
@@ -36,6 +35,9 @@ def make_broker(settings: CommonSettings, client_id: str) -> KafkaBroker:
         enable_idempotence=settings.kafka_enable_idempotence,
         # Per-message "Received/Processed" lines at DEBUG; failures still surface as warnings.
         log_level=logging.DEBUG,
+        # A plain stdlib logger: faststream then attaches no handler of its own, and its
+        # lines go through the one masked root handler (shared.logging).
+        logger=logging.getLogger("faststream.kafka"),
     )
 
 
@@ -50,8 +52,8 @@ def subscribe(
     """One consumer in group `group_id` for all of a service's topics, dispatched by topic.
 
     One member per service process (not one per topic) keeps rebalances rare and short.
-    Records arrive in batches: each partition's records are handled in order, partitions
-    concurrently (handling is bound by database round trips, not CPU), and the offsets
+    Records arrive in batches: each partition's records are handled in order, the whole
+    batch in one transaction when it commits (EventConsumer.handle_batch), and the offsets
     are committed once the whole batch is done. If any record fails transiently, the batch
     is nacked: every partition in it rewinds to its first record of the batch, and the
     inbox turns the records already applied into no-ops.
@@ -77,16 +79,8 @@ def subscribe(
         for record in records:
             by_partition[(record.topic, record.partition)].append(record)
 
-        async def in_order(partition: list[ConsumerRecord[bytes, bytes]]) -> None:
-            for record in partition:
-                await consumer.handle(record, handlers[record.topic])
-
-        outcomes = await asyncio.gather(
-            *(in_order(p) for p in by_partition.values()), return_exceptions=True
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome  # NACK_ON_ERROR: rewind, redeliver
+        # An exception out of here nacks the batch (NACK_ON_ERROR): rewind, redeliver.
+        await consumer.handle_batch(list(by_partition.values()), handlers.__getitem__)
 
 
 async def _raw_body(message: object) -> object:

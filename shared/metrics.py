@@ -1,6 +1,9 @@
-"""Prometheus metrics of CONTRACT section 8, on a registry per app instance.
+"""Prometheus metrics of CONTRACT section 8, on a registry per app instance, and what
+on-call needs beside them (consumer lag, delivery latency, clocks about to breach).
 
 Labels never carry a customer identifier or free text: only closed vocabularies.
+notifications_sent_total's outcome is one of delivered, retrying, failed, deferred (our
+own capacity ran out, not an attempt) and stale (the lease was lost meanwhile).
 """
 
 from __future__ import annotations
@@ -46,6 +49,26 @@ class ServiceMetrics:
             "outbox_pending_events", "Outbox rows not yet published", ["service"], registry=r
         )
         self.outbox_pending = self._outbox_pending.labels(service=service)
+        self.outbox_oldest_pending_age = Gauge(
+            "outbox_oldest_pending_age_seconds",
+            "Age of the oldest outbox row not yet published (0 when none)",
+            ["service"],
+            registry=r,
+        ).labels(service=service)
+        # Set on every scrape from the same checks as /readyz: a service that answers
+        # /metrics but is not ready is visible to alerts, not only to probes.
+        self.service_ready = Gauge(
+            "service_ready",
+            "1 while every readiness check of /readyz passes, else 0",
+            ["service"],
+            registry=r,
+        ).labels(service=service)
+        self.outbox_relay_leader = Gauge(
+            "outbox_relay_leader",
+            "1 while this instance holds the outbox relay's leadership",
+            ["service"],
+            registry=r,
+        ).labels(service=service)
         self.sla_breaches = Counter(
             "sla_breaches_total", "SLA clocks breached", ["priority"], registry=r
         )
@@ -60,5 +83,26 @@ class ServiceMetrics:
             "complaint_acknowledgement_seconds",
             "From complaint received to acknowledgement delivered",
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        # On-call additions (issue 12). Updated by shared/consumer_lag.py, the notifier's
+        # delivery worker and services/resolution/clock_metrics.py respectively.
+        self.kafka_consumer_lag = Gauge(
+            "kafka_consumer_lag",
+            "Records of a partition the consumer group has not committed yet",
+            ["group", "topic", "partition"],
+            registry=r,
+        )
+        self.notification_delivery_seconds = Histogram(
+            "notification_delivery_seconds",
+            "Duration of one delivery attempt at the endpoint (webhook POST, SMTP)",
+            ["channel"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.clocks_due_soon = Gauge(
+            "clocks_due_soon",
+            "Running case clocks due within the next hour",
+            ["clock", "priority"],
             registry=r,
         )

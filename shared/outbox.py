@@ -3,6 +3,9 @@
 One relay per service is the leader (a session-level advisory lock on a dedicated
 connection), so per-complaint order holds. LISTEN/NOTIFY wakes it; a poll covers misses.
 Rows are marked published only after the broker acknowledged them.
+
+Each record carries headers taken from its stored envelope: `correlation_id` (the id the
+complaint's `POST` started, followed to the webhook), `event_id` and `event_type`.
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
+import structlog
 
 from shared import jsonutil
 from shared.db import connect
@@ -44,10 +49,40 @@ async def enqueue_many(conn: asyncpg.Connection, items: Iterable[tuple[str, Enve
 
 
 class Producer(Protocol):
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[object]: ...
+    async def send(
+        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[object]: ...
+
+
+# Envelope fields copied into Kafka headers (and bound to the relay's log lines).
+HEADER_FIELDS = ("correlation_id", "event_id", "event_type")
+_LOG_FIELDS = ("correlation_id", "event_id", "event_type", "ticket_no")
+
+
+def _story(message: bytes) -> dict[str, str]:
+    """The stored envelope's identifiers (never its payload); {} if it is not an object."""
+    try:
+        envelope: Any = jsonutil.loads(message)
+    except ValueError:
+        return {}
+    if not isinstance(envelope, dict):
+        return {}
+    return {k: str(envelope[k]) for k in _LOG_FIELDS if envelope.get(k) is not None}
+
+
+def record_headers(story: dict[str, str]) -> list[tuple[str, bytes]]:
+    return [(name, story[name].encode()) for name in HEADER_FIELDS if name in story]
 
 
 class OutboxRelay:
+    """Publishes the outbox in order per message key, once leader.
+
+    Leadership is a session-level advisory lock on a dedicated connection whose session the
+    server ends after `leader_timeout_s` idle or busy (see shared.db.connect): a leader that
+    hangs or is paused loses the lock within that bound, and the relay keeps its session
+    busier than that while it leads. Every instance, leader or not, reports the backlog.
+    """
+
     def __init__(
         self,
         *,
@@ -55,17 +90,22 @@ class OutboxRelay:
         schema: str,
         producer: Producer,
         metrics: ServiceMetrics,
+        service: str | None = None,
         poll_interval_s: float = 0.5,
         batch_size: int = 500,
+        leader_timeout_s: float = 10.0,
     ) -> None:
         self._database_url = database_url
         self._schema = schema
         self._producer = producer
         self._metrics = metrics
+        self._service = service or schema
         self._poll_interval_s = poll_interval_s
         self._batch_size = batch_size
+        self._leader_timeout_s = leader_timeout_s
         self._wakeup = asyncio.Event()
         self.is_leader = False
+        self.publish_failures = 0  # rows the broker did not acknowledge (sent again later)
 
     async def run_forever(self) -> None:
         """Compete for leadership and relay while leader; survive database restarts."""
@@ -81,16 +121,25 @@ class OutboxRelay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
-                self.is_leader = False
+                self._set_leader(False)
+
+    def _set_leader(self, leader: bool) -> None:
+        self.is_leader = leader
+        self._metrics.outbox_relay_leader.set(1 if leader else 0)
 
     async def _run_once(self) -> None:
-        conn = await connect(self._database_url, self._schema)
+        conn = await connect(
+            self._database_url, self._schema, session_timeout_s=self._leader_timeout_s
+        )
         try:
+            # Standby: ask for the lock often enough to keep the session alive, and report
+            # the backlog, so an alert on it fires even when no leader is left.
             while not await conn.fetchval(
                 "SELECT pg_try_advisory_lock(hashtext($1))", f"{self._schema}.outbox_relay"
             ):
-                await asyncio.sleep(self._poll_interval_s * 4)
-            self.is_leader = True
+                await self._report_backlog(conn)
+                await asyncio.sleep(min(self._poll_interval_s * 4, self._leader_timeout_s / 3))
+            self._set_leader(True)
             log.info("outbox_relay_leader", schema=self._schema)
             await conn.add_listener(f"{self._schema}_outbox", self._on_notify)
             while not conn.is_closed():
@@ -105,9 +154,19 @@ class OutboxRelay:
         self._wakeup.set()
 
     async def _wait_for_work(self) -> None:
+        timeout = min(self._poll_interval_s, self._leader_timeout_s / 3)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), self._poll_interval_s)
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
         self._wakeup.clear()
+
+    async def _report_backlog(self, conn: asyncpg.Connection) -> None:
+        row = await conn.fetchrow(
+            "SELECT count(*) AS pending, "
+            "coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest_s "
+            "FROM outbox WHERE published_at IS NULL"
+        )
+        self._metrics.outbox_pending.set(row["pending"])
+        self._metrics.outbox_oldest_pending_age.set(float(row["oldest_s"]))
 
     async def publish_pending(self, conn: asyncpg.Connection) -> int:
         rows = await conn.fetch(
@@ -117,26 +176,46 @@ class OutboxRelay:
         )
         if not rows:
             self._metrics.outbox_pending.set(0)
+            self._metrics.outbox_oldest_pending_age.set(0)
             return 0
-        futures = [
-            await self._producer.send(r["topic"], value=r["message"], key=r["message_key"])
-            for r in rows
-        ]
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        # Mark only the acknowledged prefix: a failed row is retried with all after it,
-        # which keeps per-complaint order (consumers' inboxes absorb the repeats).
+        # One chain per message key: a key's next row is sent only once the broker has
+        # acknowledged the one before it, so a failed send can never be overtaken by a
+        # later event of the same complaint. Different keys go out concurrently.
+        chains: dict[bytes, list[asyncpg.Record]] = defaultdict(list)
+        for row in rows:
+            chains[bytes(row["message_key"])].append(row)
         acked: list[int] = []
-        for row, result in zip(rows, results, strict=True):
-            if isinstance(result, BaseException):
-                log.warning("outbox_publish_failed", topic=row["topic"], error=repr(result))
-                break
-            acked.append(row["id"])
+
+        async def send_in_order(chain: list[asyncpg.Record]) -> None:
+            for row in chain:
+                story = _story(row["message"])
+                with structlog.contextvars.bound_contextvars(service=self._service, **story):
+                    try:
+                        sent = await self._producer.send(
+                            row["topic"],
+                            value=row["message"],
+                            key=row["message_key"],
+                            headers=record_headers(story),
+                        )
+                        await sent
+                    except Exception as exc:  # the rest of this chain waits for the next round
+                        log.warning("outbox_publish_failed", topic=row["topic"], error=repr(exc))
+                        return
+                    log.info("event_published", topic=row["topic"])
+                acked.append(row["id"])
+
+        # Bounded well inside the session timeout: the leader's session must not sit idle
+        # past it while the broker is slow, or the rows it did publish go out twice.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._leader_timeout_s / 2):
+                await asyncio.gather(*(send_in_order(chain) for chain in chains.values()))
+        failed = len(rows) - len(acked)
         if acked:
             await conn.execute(
                 "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", acked
             )
-        pending = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        self._metrics.outbox_pending.set(pending)
-        if len(acked) < len(rows):
-            raise RuntimeError("broker did not acknowledge every outbox row")
+        await self._report_backlog(conn)
+        if failed:
+            self.publish_failures += failed
+            raise RuntimeError(f"broker did not acknowledge {failed} outbox rows")
         return len(acked)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.logging import get_logger
@@ -29,6 +30,23 @@ _TITLES = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Dotted path into the body, or the parameter's name")
+    message: str
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details as the OpenAPI documents show them: every error answer."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = Field(
+        default=None, description="Validation errors only: one entry per faulty field"
+    )
 
 
 class Problem(Exception):

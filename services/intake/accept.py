@@ -149,6 +149,11 @@ async def _replay(
         raise RuntimeError("idempotency conflict without a stored complaint")
     if bytes(row["request_hash"]) != fingerprint:
         raise IdempotencyConflict
+    # The first answer's due time, not the read model's: triage may have moved that since.
     return Accepted(
-        row["id"], row["ticket_no"], row["received_at"], row["first_response_due"], replayed=True
+        row["id"],
+        row["ticket_no"],
+        row["received_at"],
+        row["ack_first_response_due"],
+        replayed=True,
     )

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import asyncpg
+import structlog
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Security
-from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from services.intake import api_docs as docs
 from services.intake import followups, repository
@@ -34,60 +34,19 @@ from services.intake.domain import (
 )
 from services.intake.repository import Tenant
 from services.intake.settings import IntakeSettings
-from shared import jsonutil
+from shared.http_bodies import FastJSONResponse, read_json_body
+from shared.http_bodies import parse_model as shared_parse_model
 from shared.metrics import ServiceMetrics
-from shared.problems import Problem, field_errors
+from shared.problems import Problem
 from shared.ratelimit import TokenBuckets
 
 MAX_PAGE = 100
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-class FastJSONResponse(JSONResponse):
-    """orjson, with Decimal as a string: several times faster than json.dumps."""
-
-    def render(self, content: Any) -> bytes:
-        return jsonutil.dumps(content)
-
-
-async def read_json_body(request: Request, max_bytes: int) -> Any:
-    """The body as JSON, with the contract's errors: 415, 413, 400."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise Problem(415, "Content-Type must be application/json.")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise Problem(413, f"The body exceeds {max_bytes} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise Problem(413, f"The body exceeds {max_bytes} bytes.")
-        chunks.append(chunk)
-    try:
-        return jsonutil.loads(b"".join(chunks))
-    except ValueError as exc:
-        raise Problem(
-            400,
-            f"The body is not valid JSON: {exc}",
-            errors=[{"field": "body", "message": "not valid JSON"}],
-        ) from None
-
-
 def parse_model(model: type[ModelT], data: Any) -> ModelT:
-    if not isinstance(data, dict):
-        raise Problem(
-            422,
-            "The body must be a JSON object.",
-            errors=[{"field": "body", "message": "must be a JSON object"}],
-        )
-    try:
-        parsed = model.model_validate(data)
-    except ValidationError as exc:
-        raise Problem(
-            422, "The request is not valid.", errors=field_errors(list(exc.errors()))
-        ) from None
+    """The shared parse, then what PostgreSQL cannot store: a string holding U+0000."""
+    parsed = shared_parse_model(model, data)
     if errors := nul_errors(data):
         raise Problem(422, "The request is not valid.", errors=errors)
     return parsed
@@ -146,29 +105,55 @@ def complaint_summary(row: asyncpg.Record) -> dict[str, Any]:
         "first_response_due": _iso(row["first_response_due"]),
         "resolution_due": _iso(row["resolution_due"]),
         "updated_at": _iso(row["updated_at"]),
+        "outcome": row["outcome"],
+        "company_response": row["company_response"],
         "links": {"self": f"/v1/complaints/{row['ticket_no']}"},
     }
 
 
 def complaint_view(row: asyncpg.Record) -> dict[str, Any]:
-    """The summary plus resolutions and timeline (rows of repository.get_complaint)."""
+    """The summary plus resolutions, clocks and timeline (rows of repository.get_complaint)."""
     return {
         **complaint_summary(row),
-        "resolutions": [
-            {
-                "id": str(resolution_id),
-                "kind": kind,
-                "amount": _money(amount),
-                "currency": currency,
-                "status": status,
-                "recorded_at": _iso(recorded_at),
-            }
-            for resolution_id, kind, amount, currency, status, recorded_at in row["resolutions"]
-        ],
+        "resolutions": [resolution_view(r) for r in row["resolutions"]],
+        "clocks": list(row["clocks"] or []),  # stored as the wallet app is shown them
         "timeline": [
             {"at": _iso(at), "status": status, "detail": detail}
             for at, status, detail in row["timeline"]
         ],
+    }
+
+
+def resolution_view(r: tuple[Any, ...]) -> dict[str, Any]:
+    """One ledger entry as the customer's app shows it: its status says whether it is in
+    effect (pending_approval never is), `reversed` whether a reversal undid it. Who
+    decided is "agent" or "auto", never an agent's id."""
+    (
+        resolution_id,
+        kind,
+        amount,
+        currency,
+        status,
+        recorded_at,
+        compensation_type,
+        reverses,
+        decided_by,
+        approved_at,
+        reversed_by,
+    ) = r
+    return {
+        "id": str(resolution_id),
+        "kind": kind,
+        "amount": _money(amount),
+        "currency": currency,
+        "compensation_type": compensation_type,
+        "status": status,
+        "decided_by": decided_by,
+        "recorded_at": _iso(recorded_at),
+        "approved_at": _iso(approved_at),
+        "reverses": str(reverses) if reverses else None,
+        "reversed": reversed_by is not None,
+        "reversed_by": str(reversed_by) if reversed_by else None,
     }
 
 
@@ -247,18 +232,21 @@ def build_router(
         complaint = parse_model(ComplaintIn, data)
         if errors := complaint.semantic_errors():
             raise Problem(422, "The request is not valid.", errors=errors)
+        correlation_id = _correlation_id(request)
         try:
-            async with pool_getter().acquire(timeout=5) as conn:
-                accepted = await accept_complaint(
-                    conn,
-                    tenant=tenant,
-                    complaint=complaint,
-                    idempotency_key=key,
-                    fingerprint=request_fingerprint(data),
-                    first_response_hours=settings.provisional_first_response_hours,
-                    correlation_id=_correlation_id(request),
-                    tickets=tickets,
-                )
+            # What is logged meanwhile names the request's correlation id (its events do).
+            with structlog.contextvars.bound_contextvars(correlation_id=str(correlation_id)):
+                async with pool_getter().acquire(timeout=5) as conn:
+                    accepted = await accept_complaint(
+                        conn,
+                        tenant=tenant,
+                        complaint=complaint,
+                        idempotency_key=key,
+                        fingerprint=request_fingerprint(data),
+                        first_response_hours=settings.provisional_first_response_hours,
+                        correlation_id=correlation_id,
+                        tickets=tickets,
+                    )
         except IdempotencyConflict:
             raise Problem(
                 409, "This Idempotency-Key was already used with a different body."
@@ -270,12 +258,14 @@ def build_router(
     @router.get(
         "/complaints/{ticket_no}",
         response_model=docs.ComplaintView,
-        response_description="The complaint, its resolutions and its timeline",
+        response_description="The complaint, its resolutions, clocks and timeline",
         summary="A complaint as this tenant sees it now",
         description=(
-            "Status, category, priority, due times, resolutions and the timeline, oldest "
-            "first. Kept current from the other services' events: no other service is "
-            "called. Another tenant's ticket is a 404, exactly like a missing one."
+            "Status, category, priority, due times, resolutions (a pending one is not "
+            "paid; a reversal marks the entry it undoes), the outcome once resolved, the "
+            "case's clocks and the timeline, oldest first. Kept current from the other "
+            "services' events: no other service is called. No agent is named. Another "
+            "tenant's ticket is a 404, exactly like a missing one."
         ),
         responses=docs.problem_responses(401, 404, 429, 503),
     )
@@ -438,6 +428,8 @@ def _key_reused() -> Problem:
 
 
 def _correlation_id(request: Request) -> uuid.UUID:
+    """The caller's `X-Correlation-Id` when it is a UUID, else a new one; it travels with
+    the complaint's events (envelope and Kafka headers) to the webhook."""
     header = request.headers.get("x-correlation-id")
     if header:
         try:

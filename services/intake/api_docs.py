@@ -14,8 +14,10 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.intake.domain import ComplaintIn, FeedbackIn, MessageIn
-from shared.problems import PROBLEM_JSON
+from services.intake.domain import Channel, ComplaintIn, FeedbackIn, MessageIn
+from services.intake.webhook_docs import install_webhooks
+from shared.api_vocabulary import CATEGORIES, CATEGORY_DESCRIPTION, Category
+from shared.problems import PROBLEM_JSON, ProblemDetails
 
 TICKET_EXAMPLE = "WC-20261122-000042"
 _AT = "2026-11-22T02:16:03.412877+00:00"
@@ -164,11 +166,36 @@ class TimelineEntry(BaseModel):
 
 class ResolutionView(BaseModel):
     id: str
-    kind: str = Field(description="refund, compensation, explanation or rejection")
+    kind: str = Field(
+        description="refund, compensation, explanation, rejection, or reversal (a "
+        "correction undoing the entry named in `reverses`)"
+    )
     amount: str | None = Field(description="A decimal string, never a number")
     currency: str | None
-    status: str = Field(description="recorded, pending_approval or approved")
+    compensation_type: str | None = Field(description="For a compensation: cash, coupon or points")
+    status: str = Field(
+        description="recorded or approved: in effect; pending_approval: waiting for an "
+        "approver, not paid (and perhaps never)"
+    )
+    decided_by: str | None = Field(
+        description="`agent` (a person on the support team) or `auto` (an automatic "
+        "refund); never who"
+    )
     recorded_at: datetime
+    approved_at: datetime | None = Field(description="When a pending entry was approved")
+    reverses: str | None = Field(description="For a reversal: the id of the entry it undoes")
+    reversed: bool = Field(description="True once a reversal of this entry is in effect")
+    reversed_by: str | None = Field(description="The id of that reversal")
+
+
+class ClockView(BaseModel):
+    name: str = Field(
+        description="first_response, resolution (paused while waiting for the customer), "
+        "legal_response or legal_final (the regulator's deadlines of the tenant's "
+        "jurisdiction)"
+    )
+    due_at: datetime
+    state: str = Field(description="running, paused, met or breached")
 
 
 _SUMMARY_EXAMPLE: dict[str, Any] = {
@@ -187,6 +214,8 @@ _SUMMARY_EXAMPLE: dict[str, Any] = {
     "first_response_due": "2026-11-22T06:16:03.600000+00:00",
     "resolution_due": "2026-11-25T02:16:03.600000+00:00",
     "updated_at": "2026-11-22T02:16:05.100000+00:00",
+    "outcome": "monetary_relief",
+    "company_response": "Closed with monetary relief",
     "links": {"self": f"/v1/complaints/{TICKET_EXAMPLE}"},
 }
 
@@ -200,9 +229,9 @@ class ComplaintSummary(BaseModel):
         description="received, triaged, in_progress, awaiting_customer, escalated, "
         "resolved, closed or reopened"
     )
-    category: str | None = Field(description="Set once triaged")
+    category: Category | None = Field(description=f"Set once triaged. {CATEGORY_DESCRIPTION}")
     priority: str | None = Field(description="P1 (most urgent) to P4, set once triaged")
-    channel: str
+    channel: Channel
     customer_id: str
     amount: str | None
     currency: str | None
@@ -212,6 +241,13 @@ class ComplaintSummary(BaseModel):
     first_response_due: datetime
     resolution_due: datetime | None
     updated_at: datetime
+    outcome: str | None = Field(
+        description="Once resolved: monetary_relief, non_monetary_relief, explanation or "
+        "no_relief (null before, and again once reopened)"
+    )
+    company_response: str | None = Field(
+        description="The outcome in CFPB's words, e.g. `Closed with monetary relief`"
+    )
     links: Links
 
 
@@ -225,9 +261,46 @@ class ComplaintView(ComplaintSummary):
                     "kind": "refund",
                     "amount": "86.50",
                     "currency": "CNY",
-                    "status": "recorded",
+                    "compensation_type": None,
+                    "status": "approved",
+                    "decided_by": "agent",
                     "recorded_at": "2026-11-22T02:16:04.900000+00:00",
-                }
+                    "approved_at": "2026-11-22T02:16:04.950000+00:00",
+                    "reverses": None,
+                    "reversed": False,
+                    "reversed_by": None,
+                },
+                {
+                    "id": "5c7e9a1b-3d5f-4b7d-9f1a-2c4e6a8b0d2f",
+                    "kind": "compensation",
+                    "amount": "10.00",
+                    "currency": "CNY",
+                    "compensation_type": "coupon",
+                    "status": "recorded",
+                    "decided_by": "agent",
+                    "recorded_at": "2026-11-22T02:16:05.000000+00:00",
+                    "approved_at": None,
+                    "reverses": None,
+                    "reversed": False,
+                    "reversed_by": None,
+                },
+            ],
+            "clocks": [
+                {
+                    "name": "first_response",
+                    "due_at": "2026-11-22T06:16:03.600000+00:00",
+                    "state": "met",
+                },
+                {
+                    "name": "resolution",
+                    "due_at": "2026-11-25T02:16:03.600000+00:00",
+                    "state": "met",
+                },
+                {
+                    "name": "legal_final",
+                    "due_at": "2026-12-07T02:16:03.412877+00:00",
+                    "state": "met",
+                },
             ],
             "timeline": [
                 {"at": _AT, "status": "received", "detail": "Complaint received."},
@@ -237,9 +310,25 @@ class ComplaintView(ComplaintSummary):
                     "detail": "Triaged as duplicate_charge (P2).",
                 },
                 {
-                    "at": "2026-11-22T02:16:04.900000+00:00",
+                    "at": "2026-11-22T02:16:04.100000+00:00",
                     "status": "triaged",
-                    "detail": "Resolution refund recorded.",
+                    "detail": "The support team asked you for more information: Please "
+                    "send the bank statement showing both charges.",
+                },
+                {
+                    "at": "2026-11-22T02:16:04.900000+00:00",
+                    "status": "in_progress",
+                    "detail": "Resolution refund awaiting approval.",
+                },
+                {
+                    "at": "2026-11-22T02:16:04.950000+00:00",
+                    "status": "in_progress",
+                    "detail": "Resolution refund approved.",
+                },
+                {
+                    "at": "2026-11-22T02:16:05.000000+00:00",
+                    "status": "in_progress",
+                    "detail": "Resolution compensation recorded.",
                 },
                 {
                     "at": "2026-11-22T02:16:05.100000+00:00",
@@ -250,8 +339,17 @@ class ComplaintView(ComplaintSummary):
         }
     )
 
-    resolutions: list[ResolutionView]
-    timeline: list[TimelineEntry] = Field(description="Oldest first")
+    resolutions: list[ResolutionView] = Field(
+        description="The case's ledger entries in the order they were recorded; "
+        "corrections are reversal entries, never edits"
+    )
+    clocks: list[ClockView] = Field(
+        description="The case's clocks as last reported (empty until the case has any)"
+    )
+    timeline: list[TimelineEntry] = Field(
+        description="Oldest first: status changes, resolutions, the support team's "
+        "messages, missed and extended deadlines, notifications delivered"
+    )
 
 
 class ComplaintPage(BaseModel):
@@ -306,23 +404,6 @@ class FeedbackAccepted(BaseModel):
 
 
 # ------------------------------------------------------------------ errors
-
-
-class FieldError(BaseModel):
-    field: str = Field(description="Dotted path into the body, or the parameter's name")
-    message: str
-
-
-class ProblemDetails(BaseModel):
-    """RFC 9457 problem details: the shape of every error answer."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    errors: list[FieldError] | None = Field(
-        default=None, description="Validation errors only: one entry per faulty field"
-    )
 
 
 _PROBLEMS: dict[int, tuple[str, str, list[dict[str, str]] | None]] = {
@@ -400,7 +481,18 @@ REPLAYED_HEADER = {
 _EXTRA_MODELS: tuple[type[BaseModel], ...] = (ComplaintIn, MessageIn, FeedbackIn, ProblemDetails)
 
 
+CATEGORY_HINT_DESCRIPTION = (
+    "What the wallet app thinks the complaint is about: one of triage's categories. "
+    "A hint only: triage follows it when the text agrees, and ignores a value it does "
+    "not know."
+)
+
+
 def install_openapi(app: FastAPI) -> None:
+    """/openapi.json with the hand-validated request models, the error document and the
+    webhooks (OpenAPI 3.1 `webhooks`, see webhook_docs)."""
+    install_webhooks(app)
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(
@@ -408,12 +500,14 @@ def install_openapi(app: FastAPI) -> None:
                 version=app.version,
                 description=app.description,
                 routes=app.routes,
+                webhooks=app.webhooks.routes,
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for model in _EXTRA_MODELS:
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(model_schema.pop("$defs", {}))
                 components[model.__name__] = model_schema
+            _category_hint_enum(components["ComplaintIn"])
             _drop_fastapi_validation_errors(schema)
             app.openapi_schema = schema
         return app.openapi_schema
@@ -421,10 +515,28 @@ def install_openapi(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _category_hint_enum(complaint_in: dict[str, Any]) -> None:
+    """`category_hint` is validated as text (at most 64 characters); what a client
+    should send is a category: documented as the enum."""
+    complaint_in["properties"]["category_hint"] = {
+        "anyOf": [{"type": "string", "enum": list(CATEGORIES)}, {"type": "null"}],
+        "title": "Category Hint",
+        "description": CATEGORY_HINT_DESCRIPTION,
+        "default": None,
+    }
+
+
 def _drop_fastapi_validation_errors(schema: dict[str, Any]) -> None:
-    """FastAPI documents a 422 `HTTPValidationError` on every operation with parameters;
-    ours are problem documents (documented where they can happen), so drop its shape."""
-    for operation in (op for path in schema["paths"].values() for op in path.values()):
+    """FastAPI documents a 422 `HTTPValidationError` on every operation with parameters
+    (and webhook); ours are problem documents (documented where they can happen), and a
+    webhook receiver answers what it likes, so drop its shape."""
+    operations = [
+        op
+        for section in ("paths", "webhooks")
+        for path in schema.get(section, {}).values()
+        for op in path.values()
+    ]
+    for operation in operations:
         content = operation.get("responses", {}).get("422", {}).get("content", {})
         if "HTTPValidationError" in str(content.get("application/json", "")):
             del operation["responses"]["422"]

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -22,6 +23,7 @@ from pydantic import (
     StringConstraints,
 )
 
+from services.intake.card_numbers import redact_card_numbers
 from shared import jsonutil
 
 
@@ -76,6 +78,9 @@ CURRENCIES = frozenset(
 # Money arrives as a decimal string, never a JSON number (no float on the way in).
 AmountStr = Annotated[str, StringConstraints(pattern=r"^(0|[1-9]\d{0,14})(\.\d{1,4})?$")]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+# What a customer typed: a card number in it is kept as its last four digits only, before
+# anything stores or publishes the text (see card_numbers).
+Redacted = AfterValidator(redact_card_numbers)
 
 
 def _timestamp_string(value: Any) -> Any:
@@ -118,7 +123,7 @@ class ComplaintIn(Strict):
 
     customer: Customer
     channel: Channel
-    description: Annotated[Text, StringConstraints(max_length=5000)]
+    description: Annotated[Text, StringConstraints(max_length=5000), Redacted]
     amount: AmountStr | None = None
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = None
     transaction_ref: Annotated[Text, StringConstraints(max_length=128)] | None = None
@@ -153,7 +158,7 @@ class ComplaintIn(Strict):
 class MessageIn(Strict):
     """The body of POST /v1/complaints/{ticket_no}/messages: a customer follow-up."""
 
-    text: Annotated[Text, StringConstraints(max_length=5000)]
+    text: Annotated[Text, StringConstraints(max_length=5000), Redacted]
     evidence: list[Evidence] = Field(default_factory=list, max_length=20)
 
 
@@ -162,7 +167,7 @@ class FeedbackIn(Strict):
 
     # strict: 4.0, "4" and true are wrong types, not scores.
     score: Annotated[int, Field(strict=True, ge=1, le=5)]
-    comment: Annotated[Text, StringConstraints(max_length=2000)] | None = None
+    comment: Annotated[Text, StringConstraints(max_length=2000), Redacted] | None = None
 
 
 def nul_errors(data: Any, path: str = "") -> list[dict[str, str]]:

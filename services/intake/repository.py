@@ -109,9 +109,10 @@ async def insert_complaint(
             INSERT INTO complaints (
                 id, tenant_id, ticket_no, idempotency_key, request_hash, customer_id, customer,
                 channel, description, amount, currency, transaction_ref, merchant, occurred_at,
-                category_hint, evidence, received_at, first_response_due)
+                category_hint, evidence, received_at, first_response_due,
+                ack_first_response_due)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                    $17, $18)
+                    $17, $18, $18)
             ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
             RETURNING id, received_at
         ), timeline AS (
@@ -150,7 +151,9 @@ async def find_by_idempotency_key(
     conn: Queryable, tenant_id: uuid.UUID, key: str
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT id, ticket_no, request_hash, received_at, first_response_due "
+        # The due time as first answered (migrated rows triaged before 0003: the read model's).
+        "SELECT id, ticket_no, request_hash, received_at, "
+        "COALESCE(ack_first_response_due, first_response_due) AS ack_first_response_due "
         "FROM complaints WHERE tenant_id = $1 AND idempotency_key = $2",
         tenant_id,
         key,
@@ -171,7 +174,8 @@ async def add_timeline(
 
 _VIEW_COLUMNS = (
     "id, ticket_no, status, category, priority, channel, customer_id, amount, currency, "
-    "transaction_ref, merchant, received_at, first_response_due, resolution_due, updated_at"
+    "transaction_ref, merchant, received_at, first_response_due, resolution_due, updated_at, "
+    "outcome, company_response"
 )
 
 
@@ -188,9 +192,19 @@ async def get_complaint(
             array(SELECT row(t.at, t.status, t.detail) FROM complaint_timeline t
                   WHERE t.complaint_id = c.id ORDER BY t.at, t.id) AS timeline,
             array(SELECT row(r.resolution_id, r.kind, r.amount, r.currency, r.status,
-                             r.recorded_at)
+                             r.recorded_at, r.compensation_type, r.reverses, r.decided_by,
+                             r.approved_at,
+                             -- reversed once a reversal pointing here is in effect (a
+                             -- pending one is not); whichever arrived first
+                             (SELECT x.resolution_id FROM complaint_resolutions x
+                              WHERE x.reverses = r.resolution_id
+                                AND x.complaint_id = r.complaint_id
+                                AND x.status <> 'pending_approval'
+                              ORDER BY x.recorded_at, x.resolution_id LIMIT 1))
                   FROM complaint_resolutions r
-                  WHERE r.complaint_id = c.id ORDER BY r.recorded_at) AS resolutions
+                  WHERE r.complaint_id = c.id
+                  ORDER BY r.recorded_at, r.resolution_id) AS resolutions,
+            c.clocks
         FROM complaints c WHERE c.tenant_id = $1 AND c.ticket_no = $2
         """,
         tenant_id,
@@ -255,12 +269,30 @@ async def update_read_model(
 
 
 async def upsert_resolution(conn: asyncpg.Connection, values: dict[str, Any]) -> None:
+    """Insert a ledger entry, or bring news of one already here.
+
+    Safe in any order: a status only moves forward (pending_approval, recorded,
+    approved: an approval read before the entry it approves is not undone by it),
+    recorded_at is the earliest event's time, and a value already known is kept."""
     await conn.execute(
         """
         INSERT INTO complaint_resolutions
-            (resolution_id, complaint_id, kind, amount, currency, status, recorded_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
-        ON CONFLICT (resolution_id) DO UPDATE SET status = EXCLUDED.status
+            (resolution_id, complaint_id, kind, amount, currency, status, recorded_at,
+             compensation_type, reverses, decided_by, approved_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                CASE WHEN $6 = 'approved' THEN $7::timestamptz END)
+        ON CONFLICT (resolution_id) DO UPDATE SET
+            status = CASE WHEN array_position($11::text[], EXCLUDED.status)
+                               > array_position($11::text[], complaint_resolutions.status)
+                          THEN EXCLUDED.status ELSE complaint_resolutions.status END,
+            recorded_at = LEAST(complaint_resolutions.recorded_at, EXCLUDED.recorded_at),
+            approved_at = COALESCE(complaint_resolutions.approved_at, EXCLUDED.approved_at),
+            amount = COALESCE(complaint_resolutions.amount, EXCLUDED.amount),
+            currency = COALESCE(complaint_resolutions.currency, EXCLUDED.currency),
+            compensation_type = COALESCE(complaint_resolutions.compensation_type,
+                                         EXCLUDED.compensation_type),
+            reverses = COALESCE(complaint_resolutions.reverses, EXCLUDED.reverses),
+            decided_by = COALESCE(complaint_resolutions.decided_by, EXCLUDED.decided_by)
         """,
         values["resolution_id"],
         values["complaint_id"],
@@ -269,7 +301,48 @@ async def upsert_resolution(conn: asyncpg.Connection, values: dict[str, Any]) ->
         values["currency"],
         values["status"],
         values["recorded_at"],
+        values.get("compensation_type"),
+        values.get("reverses"),
+        values.get("decided_by"),
+        _RESOLUTION_STATUS_ORDER,
     )
+
+
+# An unknown status (a newer producer's) ranks below all: NULL > n is never true.
+_RESOLUTION_STATUS_ORDER = ["pending_approval", "recorded", "approved"]
+
+
+async def set_outcome(
+    conn: asyncpg.Connection,
+    complaint_id: uuid.UUID,
+    outcome: str | None,
+    company_response: str | None,
+) -> None:
+    await conn.execute(
+        "UPDATE complaints SET outcome = $2, company_response = $3, updated_at = now() "
+        "WHERE id = $1",
+        complaint_id,
+        outcome,
+        company_response,
+    )
+
+
+async def set_clocks(
+    conn: asyncpg.Connection, complaint_id: uuid.UUID, clocks: list[dict[str, Any]], at: datetime
+) -> bool:
+    """The clocks of the newest event that carried any: events of different types may
+    arrive out of order, and an older list must not replace a newer one."""
+    updated = await conn.fetchval(
+        """
+        UPDATE complaints SET clocks = $2, clocks_at = $3, updated_at = now()
+        WHERE id = $1 AND (clocks_at IS NULL OR clocks_at <= $3)
+        RETURNING true
+        """,
+        complaint_id,
+        clocks,  # the connection's jsonb codec encodes it
+        at,
+    )
+    return bool(updated)
 
 
 # ------------------------------------------------------------------ follow-ups

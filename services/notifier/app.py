@@ -8,7 +8,9 @@ from fastapi import FastAPI
 
 from services.notifier import handlers
 from services.notifier.delivery import DeliveryWorker
+from services.notifier.retention import ContactPurge, DeliveryRetention
 from services.notifier.settings import NotifierSettings
+from services.notifier.unit_of_work import bind
 from shared.runtime import ServiceRuntime
 from shared.service_app import build_app
 from shared.topics import COMPLAINTS_RECEIVED, COMPLAINTS_RESOLUTION
@@ -20,13 +22,21 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     settings = settings or NotifierSettings()
     runtime = ServiceRuntime(settings, SCHEMA)
-    runtime.on(COMPLAINTS_RECEIVED, handlers.on_received)
-    runtime.on(COMPLAINTS_RESOLUTION, handlers.on_resolution)
+    email = settings.email_enabled
+    runtime.on(COMPLAINTS_RECEIVED, bind(handlers.on_received, email=email))
+    runtime.on(COMPLAINTS_RESOLUTION, bind(handlers.on_resolution_topic, email=email))
     worker = DeliveryWorker(lambda: runtime.pool, settings, runtime.metrics)
-    runtime.add_background(worker.run_forever)
-    return build_app(
+    runtime.add_background(worker.run_forever, name="delivery_loop")
+    purge = ContactPurge(lambda: runtime.pool, settings)
+    runtime.add_background(purge.run_forever, name="contact_purge")
+    runtime.add_retention(DeliveryRetention(settings).purge_once)
+    # A stalled loop (alive but not iterating) fails /readyz too, not only a dead one.
+    runtime.add_readiness_check("delivery_worker", worker.is_healthy)
+    app = build_app(
         runtime,
         title="Wallet complaints: notifier",
         version="1.0.0",
         description="Delivers customer notifications; only health and metrics over HTTP.",
     )
+    app.state.delivery_worker = worker
+    return app

@@ -1,61 +1,54 @@
-"""Consumers of other services' events: where to send, and what to send."""
+"""Consumers of other services' events: where to send, and what to send. Each runs
+inside EventConsumer's transaction (see unit_of_work.bind), after the inbox made it
+idempotent."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
-import asyncpg
+from typing import Any
 
 from services.notifier.planning import plan
-from shared.events import Envelope
+from services.notifier.rendering import supported_locale
+from services.notifier.unit_of_work import Recipient, UnitOfWork
+from shared.event_payloads import ComplaintReceived, ComplaintStatusChanged
+from shared.events import TypedEnvelope
 
 
-async def on_received(conn: asyncpg.Connection, envelope: Envelope) -> None:
+async def on_received(event: TypedEnvelope[Any], uow: UnitOfWork) -> None:
     """Remember the complaint's recipient: the tenant's webhook and the customer's locale."""
-    if envelope.event_type != "complaint.received":
-        return
-    p = envelope.payload
-    tenant = p.get("tenant") or {}
-    customer = p.get("customer") or {}
-    await conn.execute(
-        """
-        INSERT INTO recipients (complaint_id, tenant_id, ticket_no, webhook_url, locale, email,
-            received_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
-        ON CONFLICT (complaint_id) DO NOTHING
-        """,
-        envelope.complaint_id,
-        envelope.tenant_id,
-        envelope.ticket_no,
-        tenant["webhook_url"],
-        customer.get("locale") or tenant.get("locale") or "zh-CN",
-        customer.get("email"),
-        datetime.fromisoformat(p["received_at"]),
+    p = event.payload
+    if not isinstance(p, ComplaintReceived):
+        return  # follow-up messages and feedback change no recipient
+    await uow.recipients.add(
+        Recipient(
+            complaint_id=event.complaint_id,
+            tenant_id=event.tenant_id,
+            ticket_no=event.ticket_no,
+            webhook_url=p.tenant.webhook_url,
+            # A customer locale we do not write in falls back to the tenant's, not zh-CN.
+            locale=supported_locale(p.customer.locale, p.tenant.locale),
+            email=p.customer.email,
+            received_at=p.received_at,
+        )
     )
 
 
-async def on_resolution(conn: asyncpg.Connection, envelope: Envelope) -> None:
+async def on_resolution(event: TypedEnvelope[Any], uow: UnitOfWork) -> None:
     """Queue the notifications this case event calls for, in order."""
-    planned = plan(envelope)
-    if not planned:
-        return
-    await conn.executemany(
-        """
-        INSERT INTO deliveries (event_id, complaint_id, tenant_id, ticket_no, correlation_id,
-            type, template, data, occurred_at)
-        VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7, $8)
-        """,
-        [
-            (
-                envelope.complaint_id,
-                envelope.tenant_id,
-                envelope.ticket_no,
-                envelope.correlation_id,
-                n.type,
-                n.template,
-                n.data,
-                envelope.occurred_at,
-            )
-            for n in planned
-        ],
-    )
+    planned = plan(event)
+    if planned:
+        await uow.deliveries.queue(event, planned)
+
+
+async def on_case_status(event: TypedEnvelope[Any], uow: Any) -> None:
+    """The address's retention clock: resolved or closed starts it (a resolved case may
+    stay resolved for good; "closed" need not follow), reopened or any other status stops
+    it. `uow` is a NotifierUnitOfWork (its `contacts`)."""
+    p = event.payload
+    if isinstance(p, ComplaintStatusChanged):
+        await uow.contacts.case_status(event.complaint_id, p.status, event.occurred_at)
+
+
+async def on_resolution_topic(event: TypedEnvelope[Any], uow: Any) -> None:
+    """Everything notifier does with a complaints.resolution.v1 event, in one transaction."""
+    await on_resolution(event, uow)
+    await on_case_status(event, uow)

@@ -12,6 +12,7 @@ from services.triage.classifier import Classifier
 from services.triage.handler import TriageHandler
 from services.triage.rules import load_rules
 from services.triage.settings import TriageSettings
+from services.triage.unit_of_work import bind
 from shared.runtime import ServiceRuntime
 from shared.service_app import build_app
 from shared.topics import COMPLAINTS_RECEIVED
@@ -25,17 +26,16 @@ def create_app(settings: TriageSettings | None = None) -> FastAPI:
     # Rules are validated here, at start-up: a broken rules file stops the service loudly.
     classifier = Classifier(load_rules(settings.rules_file))
     runtime = ServiceRuntime(settings, SCHEMA)
-    runtime.on(
-        COMPLAINTS_RECEIVED,
-        TriageHandler(
-            classifier,
-            runtime.metrics,
-            duplicate_window=timedelta(days=settings.duplicate_window_days),
-            incident_policy=settings.incident_policy(),
-        ),
+    triage = TriageHandler(
+        classifier,
+        runtime.metrics,
+        duplicate_window=timedelta(days=settings.duplicate_window_days),
+        incident_policy=settings.incident_policy(),
     )
+    runtime.on(COMPLAINTS_RECEIVED, bind(triage))
     runtime.add_background(
-        incidents.purge_counts_loop(lambda: runtime.pool, settings.incident_policy())
+        incidents.purge_counts_loop(lambda: runtime.pool, settings.incident_policy()),
+        name="incident_counter_purge",
     )
     return build_app(
         runtime,

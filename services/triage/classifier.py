@@ -266,6 +266,7 @@ class _Matcher:
         self._rules = rules
         self._text = text
         self._negation_reasons: list[str] = []
+        self._present = rules.present(text)
 
     def run(self) -> tuple[dict[str, _Evidence], list[str]]:
         evidence = {rule.name: _Evidence() for rule in self._rules.categories}
@@ -291,6 +292,8 @@ class _Matcher:
 
     def _find(self, rule: CategoryRule, term: Term, pattern: Pattern) -> tuple[Spans, ...] | None:
         """Every part's non-negated occurrences, or None when some part is absent."""
+        if not all(part.possible(self._present) for part in pattern):
+            return None
         raw = [
             [m.span() for m in part.finditer(self._text) if m.end() > m.start()] for part in pattern
         ]

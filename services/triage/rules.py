@@ -20,10 +20,11 @@ English literals match whole words, with an optional inflection (``s``, ``es``, 
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -86,8 +87,26 @@ class Normalisation:
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 
+@dataclass(frozen=True)
+class Part:
+    """One conjunct of a pattern: its regular expression, and literals of which one must
+    occur in any text it matches (the alternatives of its first piece). Most of the
+    lexicon is absent from any one complaint; a substring test rules a part out far
+    faster than the regular expression can (it was half of triage's CPU)."""
+
+    regex: re.Pattern[str]
+    needles: frozenset[str] = frozenset()  # none for a raw `re:` term: always searched
+
+    def finditer(self, text: str) -> Iterator[re.Match[str]]:
+        return self.regex.finditer(text)
+
+    def possible(self, present: frozenset[str]) -> bool:
+        """False when none of its needles is among those `present` in the text."""
+        return not self.needles or not self.needles.isdisjoint(present)
+
+
 # One compiled pattern: its parts are conjunctive (``&``), every part must match.
-Pattern = tuple[re.Pattern[str], ...]
+Pattern = tuple[Part, ...]
 
 
 @dataclass(frozen=True)
@@ -149,6 +168,22 @@ class TriageRules:
     raise_channels: frozenset[str]
     large_amounts: Mapping[str, Decimal]
     due_hours: Mapping[str, DueHours]
+
+    @functools.cached_property
+    def needles(self) -> frozenset[str]:
+        """Every part's needles: the literals worth looking for in a complaint."""
+        return frozenset(
+            needle
+            for rule in self.categories
+            for term in rule.terms
+            for pattern in term.patterns
+            for part in pattern
+            for needle in part.needles
+        )
+
+    def present(self, text: str) -> frozenset[str]:
+        """The needles that occur in `text` (normalised)."""
+        return frozenset(needle for needle in self.needles if needle in text)
 
     def category(self, name: str) -> CategoryRule:
         for rule in self.categories:
@@ -416,11 +451,14 @@ def _pattern(source: str, norm: Normalisation, gap_chars: int, where: str) -> Pa
         raise ValueError(f"{where} has an empty term")
     if source.startswith("re:"):
         try:
-            return (re.compile(source[3:]),)
+            return (Part(re.compile(source[3:])),)
         except re.error as exc:
             raise ValueError(f"{where} term '{source}': bad regular expression: {exc}") from exc
     return tuple(
-        re.compile(_sequence_pattern(part, norm, gap_chars, where, source))
+        Part(
+            re.compile(_sequence_pattern(part, norm, gap_chars, where, source)),
+            needles=frozenset(norm.normalise(lit) for lit in part.split(" * ")[0].split("|")),
+        )
         for part in source.split(" & ")
     )
 

@@ -19,6 +19,7 @@ from services.intake.tenants import create_tenant
 from services.notifier.app import MIGRATIONS as NOTIFIER_MIGRATIONS
 from services.notifier.app import create_app as create_notifier
 from services.notifier.settings import NotifierSettings
+from services.resolution.agents import create_agent
 from services.resolution.app import MIGRATIONS as RESOLUTION_MIGRATIONS
 from services.resolution.app import create_app as create_resolution
 from services.resolution.settings import ResolutionSettings
@@ -156,3 +157,108 @@ async def test_failed_webhook_is_retried_with_the_same_event_id(
 
 async def _when(condition: bool, value: WebhookSink) -> WebhookSink | None:
     return value if condition else None
+
+
+async def test_an_agent_asks_refunds_and_resolves_and_the_customer_hears_each_step(
+    infra: Infra, stack: dict[str, httpx.AsyncClient], webhook_sink: WebhookSink
+) -> None:
+    tenant = await _tenant(infra, webhook_sink.url, locale="en")
+    accepted = await _post(
+        stack["intake"],
+        tenant["api_key"],
+        {
+            "customer": {"id": "c-91", "locale": "en"},
+            "channel": "app",
+            "description": "The merchant promised a refund for my cancelled order two weeks ago.",
+            "amount": "300.00",
+            "currency": "CNY",
+            "transaction_ref": "T-20261202-7",
+        },
+    )
+    ticket_no = accepted["ticket_no"]
+    conn = await connect(infra.database_url, "resolution")
+    try:
+        agent = await create_agent(
+            conn, name="e2e-agent", approver=False, tenant_id=uuid.UUID(tenant["tenant_id"])
+        )
+    finally:
+        await conn.close()
+    resolution, intake = stack["resolution"], stack["intake"]
+    as_agent = {"Authorization": f"Bearer {agent['token']}"}
+    as_tenant = {"Authorization": f"Bearer {tenant['api_key']}"}
+
+    async def case() -> dict | None:
+        answer = await resolution.get(f"/v1/cases/{ticket_no}", headers=as_agent)
+        return answer.json() if answer.status_code == 200 else None
+
+    opened = await eventually(case)
+    assert {c["name"] for c in opened["clocks"]} >= {"first_response", "resolution", "legal_final"}
+
+    async def types() -> list[str]:
+        return [json.loads(w.body)["type"] for w in webhook_sink.delivered()]
+
+    # A request for information pauses the case; the customer's answer resumes it.
+    asked = await resolution.post(
+        f"/v1/cases/{ticket_no}/messages",
+        json={
+            "text": "Please send the merchant's refund confirmation.",
+            "request_information": True,
+        },
+        headers=as_agent,
+    )
+    assert asked.status_code == 201, asked.text
+    assert (await case() or {})["status"] == "awaiting_customer"
+
+    async def told_of_the_request() -> bool:
+        return "complaint.agent_message" in await types()
+
+    await eventually(told_of_the_request)
+    replied = await intake.post(
+        f"/v1/complaints/{ticket_no}/messages",
+        json={"text": "Attached is the merchant's e-mail."},
+        headers={**as_tenant, "Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert replied.status_code in (201, 202), replied.text
+
+    async def resumed() -> dict | None:
+        current = await case()
+        return current if current and current["status"] == "in_progress" else None
+
+    await eventually(resumed)
+
+    refund = await resolution.post(
+        f"/v1/cases/{ticket_no}/resolutions",
+        json={
+            "kind": "refund",
+            "amount": "300.00",
+            "currency": "CNY",
+            "note": "Merchant confirmed.",
+        },
+        headers={**as_agent, "Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert refund.status_code == 201 and refund.json()["status"] == "recorded", refund.text
+    resolved = await resolution.post(
+        f"/v1/cases/{ticket_no}/status",
+        json={"status": "resolved", "note": "Refunded.", "outcome": "monetary_relief"},
+        headers=as_agent,
+    )
+    assert resolved.status_code == 200, resolved.text
+
+    async def told_everything() -> list[str] | None:
+        seen = await types()
+        return seen if "complaint.survey" in seen else None
+
+    seen = await eventually(told_everything)
+    assert seen.index("complaint.agent_message") < seen.index("complaint.resolution_recorded")
+    assert seen.index("complaint.resolution_recorded") < seen.index("complaint.resolved")
+
+    async def wallet_view() -> dict | None:
+        body = (await intake.get(f"/v1/complaints/{ticket_no}", headers=as_tenant)).json()
+        return body if body["status"] == "resolved" and body.get("outcome") else None
+
+    view = await eventually(wallet_view)
+    assert view["outcome"] == "monetary_relief"
+    assert [(r["kind"], r["amount"], r["status"]) for r in view["resolutions"]] == [
+        ("refund", "300.00", "recorded")
+    ]
+    assert {c["name"]: c["state"] for c in view["clocks"]}["resolution"] == "met"

@@ -40,3 +40,19 @@ def received_event(
 
 def as_bytes(envelope: Envelope) -> bytes:
     return envelope.model_dump_json().encode()
+
+
+def uncontracted_event(
+    event_type: str = "test.happened", *, complaint_id: uuid.UUID | None = None, **payload: Any
+) -> Envelope:
+    """An event of a `test.` type (no payload contract) for the event core's own tests;
+    a fresh complaint id unless given, so events spread over the partitions."""
+    return new_event(
+        event_type,
+        producer="test",
+        tenant_id=uuid.uuid4(),
+        complaint_id=complaint_id or uuid.uuid4(),
+        ticket_no="WC-T",
+        correlation_id=uuid.uuid4(),
+        payload=payload,
+    )

@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from shared.events import Envelope, new_event
+from shared.events import Envelope
 from shared.kafka_admin import ensure_topics
 from shared.migrations import apply_migrations
 from shared.runtime import SHARED_MIGRATIONS, ServiceRuntime
 from shared.settings import ServiceSettings
 from shared.topics import dead_letter_topic
-from tests.integration.events import as_bytes
+from tests.integration.events import as_bytes, uncontracted_event
 from tests.support import Infra, eventually, produce, read_topic
 
 TOPIC = "consumer.test.v1"
@@ -59,18 +59,6 @@ async def handler(infra: Infra) -> AsyncIterator[FlakyHandler]:
         await runtime.stop()
 
 
-def _event(**payload: object) -> Envelope:
-    return new_event(
-        "test.happened",
-        producer="test",
-        tenant_id=uuid.uuid4(),
-        complaint_id=uuid.uuid4(),
-        ticket_no="WC-T",
-        correlation_id=uuid.uuid4(),
-        payload=payload,
-    )
-
-
 async def _effects(infra: Infra, event_id: uuid.UUID) -> int:
     conn = await asyncpg.connect(infra.database_url)
     try:
@@ -84,7 +72,7 @@ async def _effects(infra: Infra, event_id: uuid.UUID) -> int:
 async def test_transient_failures_are_redelivered_until_applied_once(
     infra: Infra, handler: FlakyHandler
 ) -> None:
-    event = _event()
+    event = uncontracted_event()
     await produce(infra.kafka_bootstrap, TOPIC, as_bytes(event), event.key)
 
     await eventually(lambda: _effects(infra, event.event_id))
@@ -96,10 +84,10 @@ async def test_transient_failures_are_redelivered_until_applied_once(
 
 async def test_a_redelivered_event_is_applied_once(infra: Infra, handler: FlakyHandler) -> None:
     handler.failures = 0
-    event = _event()
+    event = uncontracted_event()
     for _ in range(3):
         await produce(infra.kafka_bootstrap, TOPIC, as_bytes(event), event.key)
-    marker = _event()
+    marker = uncontracted_event()
     await produce(infra.kafka_bootstrap, TOPIC, as_bytes(marker), event.key)  # same partition
 
     await eventually(lambda: _effects(infra, marker.event_id))
@@ -110,7 +98,7 @@ async def test_a_persistent_failure_is_dead_lettered_and_the_partition_moves_on(
     infra: Infra, handler: FlakyHandler
 ) -> None:
     handler.failures = 0
-    doomed, after = _event(always_fails=True), _event()
+    doomed, after = uncontracted_event(always_fails=True), uncontracted_event()
     await produce(infra.kafka_bootstrap, TOPIC, as_bytes(doomed), doomed.key)
     await produce(infra.kafka_bootstrap, TOPIC, as_bytes(after), doomed.key)
 

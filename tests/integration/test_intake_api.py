@@ -852,3 +852,65 @@ async def test_over_the_tenants_rate_is_429_with_retry_after(infra: Infra) -> No
         await asyncio.sleep(retry_after)
         again = await client.get("/v1/complaints?limit=1", headers=auth(limited))
         assert again.status_code == 200
+
+
+# ------------------------------------------------------------------ card numbers (PCI DSS 3.3)
+
+CARD_VISA, CARD_UNIONPAY = "4111 1111 1111 1111", "6222021234567890128"
+
+
+async def test_a_card_number_the_customer_typed_is_kept_as_its_last_four_digits(
+    infra: Infra, intake: httpx.AsyncClient, tenant: dict[str, str]
+) -> None:
+    body = {
+        **COMPLAINT,
+        "description": f"卡号{CARD_VISA}被扣了两次，另一张{CARD_UNIONPAY}也是。电话13800138000",
+    }
+    accepted = await post_complaint(intake, tenant, body)
+    complaint_id = uuid.UUID(accepted["complaint_id"])
+    message_url = f"{accepted['links']['self']}/messages"
+    sent = await intake.post(
+        message_url, json={"text": f"请退到 {CARD_VISA.replace(' ', '-')}"}, headers=auth(tenant)
+    )
+    assert sent.status_code == 202, sent.text
+    await set_status(infra, intake, tenant, accepted, "resolved")
+    rated = await intake.post(
+        f"{accepted['links']['self']}/feedback",
+        json={"score": 4, "comment": f"已退到{CARD_UNIONPAY}"},
+        headers=auth(tenant),
+    )
+    assert rated.status_code == 202, rated.text
+
+    conn = await connect(infra.database_url, SCHEMA)
+    try:
+        description = await conn.fetchval(
+            "SELECT description FROM complaints WHERE id = $1", complaint_id
+        )
+        stored = await conn.fetchval(
+            "SELECT concat_ws(' ', (SELECT c::text FROM complaints c WHERE c.id = $1),"
+            " (SELECT string_agg(m::text, ' ') FROM complaint_messages m"
+            "  WHERE m.complaint_id = $1),"
+            " (SELECT string_agg(f::text, ' ') FROM complaint_feedback f"
+            "  WHERE f.complaint_id = $1),"
+            " (SELECT string_agg(convert_from(o.message, 'UTF8'), ' ') FROM outbox o"
+            "  WHERE o.message_key = $2))",
+            complaint_id,
+            str(complaint_id).encode(),
+        )
+    finally:
+        await conn.close()
+    assert description == (
+        "卡号**** **** **** 1111被扣了两次，另一张**** **** **** 0128也是。电话13800138000"
+    )
+    events = await events_on_topic(infra, accepted["complaint_id"], count=3)
+    published = json.dumps(events, ensure_ascii=False)
+    received, message, feedback = (e["payload"] for e in events)
+    assert received["description"] == description
+    assert message["text"] == "请退到 **** **** **** 1111"
+    assert feedback["comment"] == "已退到**** **** **** 0128"
+    for text in (stored, published):
+        digits_only = re.sub(r"[ -]", "", text)
+        for card in (CARD_VISA, CARD_UNIONPAY):
+            assert card.replace(" ", "") not in digits_only
+        # What is not a card number is kept as typed.
+        assert "13800138000" in text and "T20261122-0001" in text

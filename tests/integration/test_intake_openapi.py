@@ -6,13 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,13 +24,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from deploy.local.stack import free_port, stop_process
+from deploy.local.stack import free_port
 from shared.events import new_event
 from shared.topics import COMPLAINTS_RESOLUTION
 from tests.integration.events import as_bytes
-from tests.support import Infra, eventually, produce
+from tests.support import Infra, eventually, intake_cli, produce, serving_intake
 
-REPO = Path(__file__).resolve().parents[2]
 # Every operation of the API, with the answers each one documents.
 OPERATIONS = {
     ("post", "/v1/complaints"): {202, 400, 401, 409, 413, 415, 422, 429},
@@ -82,36 +77,13 @@ def intake_server(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Ite
     """The real service: `python -m services.intake serve`, on a free port."""
     port = free_port()
     env = _env(infra, port)
-    created = subprocess.run(
-        [
-            *(sys.executable, "-m", "services.intake", "create-tenant", "Fuzz Wallet"),
-            *("--webhook-url", "http://127.0.0.1:9/hooks"),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+    tenant = json.loads(
+        intake_cli(env, "create-tenant", "Fuzz Wallet", "--webhook-url", "http://127.0.0.1:9/hooks")
     )
     log_path = tmp_path_factory.mktemp("intake") / "intake.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.intake", "serve"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        base_url = f"http://127.0.0.1:{port}"
-        _wait_ready(base_url, process, log_path)
-        tenant = json.loads(created.stdout)
+    with serving_intake(env, port, log_path) as base_url:
         ticket = asyncio.run(_resolved_complaint(infra, base_url, tenant))
         yield Server(base_url, tenant["api_key"], ticket)
-    finally:
-        stop_process(process)
     # Whatever the fuzzing sent, the service logged no unhandled error.
     assert "unhandled_error" not in log_path.read_text(errors="replace")
 
@@ -144,20 +116,6 @@ async def _resolved_complaint(infra: Infra, base_url: str, tenant: dict[str, str
 
         await eventually(resolved)
         return str(accepted["ticket_no"])
-
-
-def _wait_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"intake exited: {log_path.read_text(errors='replace')}")
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"intake not ready: {log_path.read_text(errors='replace')}")
 
 
 @pytest.fixture(scope="module")

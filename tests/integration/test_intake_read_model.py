@@ -132,6 +132,7 @@ def triaged(c: Complaint) -> Envelope:
             "resolution_due": (due + timedelta(days=3)).isoformat(),
             "duplicate_of": None,
             "incident_id": None,
+            "received_at": c.received_at.isoformat(),  # required by the triaged contract
         },
     )
 
@@ -242,10 +243,17 @@ async def test_the_whole_life_of_a_complaint_is_on_its_timeline(
             "kind": "refund",
             "amount": "86.50",  # a decimal string, never a float
             "currency": "CNY",
+            "compensation_type": None,
             "status": "approved",
+            "decided_by": "agent",  # never the agent's id
             "recorded_at": steps[3][1].occurred_at.isoformat(),
+            "approved_at": steps[4][1].occurred_at.isoformat(),
+            "reverses": None,
+            "reversed": False,
+            "reversed_by": None,
         }
     ]
+    assert (view["outcome"], view["company_response"], view["clocks"]) == (None, None, [])
 
 
 async def test_a_redelivered_event_changes_nothing(

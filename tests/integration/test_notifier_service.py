@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -135,30 +134,41 @@ async def test_unreachable_webhook_is_retried_not_lost(
     assert sent == []  # not delivered, not given up: still pending
 
 
-async def test_an_unreachable_webhook_postpones_its_tenants_other_deliveries(
+async def test_an_unreachable_webhook_opens_its_endpoints_circuit(
     infra: Infra, notifier: httpx.AsyncClient
 ) -> None:
-    tenant_id = uuid.uuid4()
-    received = received_event(tenant_id=tenant_id, webhook_url="http://127.0.0.1:9/hooks")
+    # The endpoint's later notifications wait behind the first (in order), and once the
+    # circuit opens nothing more is attempted there: the tenant back-off's successor.
+    received = received_event(webhook_url="http://127.0.0.1:9/other-path?x=1")
     await _send(infra, received, case_opened(received))
     conn = await connect(infra.database_url, SCHEMA)
     try:
 
-        async def acknowledgement_failed_once() -> bool:
+        async def opened() -> bool:
             return bool(
                 await conn.fetchval(
-                    "SELECT attempts >= 1 AND last_error IS NOT NULL FROM deliveries "
-                    "WHERE complaint_id = $1 AND type = 'complaint.acknowledged'",
-                    received.complaint_id,
+                    "SELECT state = 'open' FROM circuits WHERE endpoint = 'http://127.0.0.1:9'"
                 )
             )
 
-        await eventually(acknowledgement_failed_once)
+        await eventually(opened, within_s=30)
         waiting = await conn.fetchrow(
-            "SELECT attempts, next_attempt_at > now() AS postponed FROM deliveries "
+            "SELECT attempts FROM deliveries "
             "WHERE complaint_id = $1 AND type = 'complaint.triaged'",
+            received.complaint_id,
+        )
+        logged = await conn.fetch(
+            "SELECT a.endpoint, a.error FROM delivery_attempts a JOIN deliveries d "
+            "ON d.id = a.delivery_id WHERE d.complaint_id = $1",
             received.complaint_id,
         )
     finally:
         await conn.close()
-    assert waiting["attempts"] == 0 and waiting["postponed"]
+    assert waiting["attempts"] == 0
+    assert logged and {r["endpoint"] for r in logged} == {"http://127.0.0.1:9"}
+
+    async def gauged() -> bool:  # refreshed by the worker's housekeeping, every second
+        metrics = (await notifier.get("/metrics")).text
+        return 'notifier_circuits_open{channel="webhook"} 1.0' in metrics
+
+    await eventually(gauged, within_s=5)

@@ -4,25 +4,24 @@ every event published once, order kept per key, a new leader takes over."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from shared import outbox
 from shared.db import create_pool
 from shared.events import new_event
 from shared.housekeeping import purge_once
 from shared.kafka_admin import ensure_topics
-from shared.metrics import ServiceMetrics
 from shared.migrations import apply_migrations
 from shared.outbox import OutboxRelay
 from shared.runtime import SHARED_MIGRATIONS
+from tests.integration.relay_runner import running_relay
 from tests.support import Infra, eventually, read_topic
 
 TOPIC = "relay.test.v1"
@@ -38,26 +37,8 @@ async def pool(infra: Infra) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
-@contextlib.asynccontextmanager
-async def relay(infra: Infra) -> AsyncIterator[OutboxRelay]:
-    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all")
-    await producer.start()
-    instance = OutboxRelay(
-        database_url=infra.database_url,
-        schema=SCHEMA,
-        producer=producer,
-        metrics=ServiceMetrics("relaytest"),
-        poll_interval_s=0.1,
-        batch_size=50,
-    )
-    task = asyncio.create_task(instance.run_forever())
-    try:
-        yield instance
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await producer.stop()
+def relay(infra: Infra) -> AbstractAsyncContextManager[OutboxRelay]:
+    return running_relay(infra.database_url, SCHEMA, infra.kafka_bootstrap)
 
 
 async def _enqueue(pool: asyncpg.Pool, complaint_id: uuid.UUID, count: int) -> list[str]:
@@ -151,3 +132,28 @@ async def test_housekeeping_drops_only_what_is_past_retention(
         await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
         == pending_before
     )
+
+
+async def test_a_standby_reports_the_backlog_while_another_holds_the_lead(
+    infra: Infra, pool: asyncpg.Pool
+) -> None:
+    """The backlog alert must fire with no working leader: a standby reports it too."""
+    holder = await asyncpg.connect(infra.database_url)  # a leader that publishes nothing
+    await holder.execute("SELECT pg_advisory_lock(hashtext($1))", f"{SCHEMA}.outbox_relay")
+    try:
+        async with relay(infra) as standby:
+            registry = standby._metrics.registry
+            labels = {"service": SCHEMA}
+            before = await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            await _enqueue(pool, uuid.uuid4(), 3)
+
+            async def reported() -> bool:
+                pending = registry.get_sample_value("outbox_pending_events", labels)
+                return pending == before + 3
+
+            await eventually(reported, within_s=10)
+            assert registry.get_sample_value("outbox_oldest_pending_age_seconds", labels) > 0
+            assert registry.get_sample_value("outbox_relay_leader", labels) == 0
+            assert not standby.is_leader
+    finally:
+        await holder.close()

@@ -51,7 +51,7 @@ def triaged_event(duplicate_of: uuid.UUID | None = None) -> Envelope:
             "duplicate_of": str(duplicate_of) if duplicate_of else None,
             "incident_id": None,
             "customer": {"id": "u-5", "locale": "en"},
-            "tenant": {"jurisdiction": "eu", "locale": "en", "webhook_url": "http://x/h"},
+            "tenant": {"jurisdiction": "eu", "locale": "en"},
             "channel": "app",
             "amount": "86.50",
             "currency": "EUR",
@@ -151,8 +151,29 @@ async def test_poor_feedback_reopens_the_case_and_says_so(
     triaged = triaged_event()
     await produce(infra.kafka_bootstrap, COMPLAINTS_TRIAGED, as_bytes(triaged), triaged.key)
     await eventually(lambda: _status_events(infra, triaged.complaint_id))
-    message = _customer_event(triaged, "complaint.message_added", text="any news?")
-    feedback = _customer_event(triaged, "complaint.feedback_received", score=1, reopen=True)
+    conn = await connect(infra.database_url, SCHEMA)
+    try:  # as an agent's resolution would leave it: feedback comes after a resolution
+        await conn.execute(
+            "UPDATE cases SET status = 'resolved' WHERE complaint_id = $1", triaged.complaint_id
+        )
+    finally:
+        await conn.close()
+    now = datetime.now(UTC).isoformat()
+    message = _customer_event(
+        triaged,
+        "complaint.message_added",
+        message_id=str(uuid.uuid4()),
+        text="any news?",
+        received_at=now,
+    )
+    feedback = _customer_event(
+        triaged,
+        "complaint.feedback_received",
+        feedback_id=str(uuid.uuid4()),
+        score=1,
+        reopen=True,
+        received_at=now,
+    )
     for event in (message, feedback):
         await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(event), event.key)
 
@@ -161,7 +182,7 @@ async def test_poor_feedback_reopens_the_case_and_says_so(
         return [e for e in events if e["payload"]["status"] == "reopened"] or None
 
     [event] = await eventually(reopened)
-    assert event["payload"]["previous_status"] == "triaged"
+    assert event["payload"]["previous_status"] == "resolved"
     assert event["payload"]["reason"] == "customer_feedback"
     conn = await connect(infra.database_url, SCHEMA)
     try:

@@ -14,11 +14,11 @@ from services.triage.app import MIGRATIONS, SCHEMA, create_app
 from services.triage.incident_policy import IncidentPolicy
 from services.triage.incidents import purge_counts
 from services.triage.settings import TriageSettings
-from shared.db import create_pool
+from shared.db import connect, create_pool
 from shared.runtime import migrate
 from shared.topics import COMPLAINTS_RECEIVED, COMPLAINTS_TRIAGED, INCIDENTS, dead_letter_topic
 from tests.integration.events import as_bytes, received_event
-from tests.support import Infra, eventually, produce, read_topic, running
+from tests.support import Infra, Message, eventually, produce, read_topic, running
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,7 @@ async def test_classifies_sets_due_times_and_carries_the_facts(
         amount="50.00",
         currency="USD",
         merchant="Example Mart",
+        customer={"id": "u-1", "locale": "en", "email": "li@example.com", "phone": "+86 1380"},
     )
     await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(event), event.key)
 
@@ -68,6 +69,10 @@ async def test_classifies_sets_due_times_and_carries_the_facts(
     assert p["first_response_due"] < p["resolution_due"]
     assert (p["amount"], p["currency"], p["merchant"]) == ("50.00", "USD", "Example Mart")
     assert p["duplicate_of"] is None
+    # Read outside this system: no tenant webhook URL, no customer contact.
+    assert p["tenant"] == {"jurisdiction": "cn", "locale": "zh-CN"}
+    assert p["customer"] == {"id": "u-1", "locale": "en"}
+    assert not {"webhook_url", "email", "phone"} & set(json.dumps(p).split('"'))
 
     metrics = (await triage.get("/metrics")).text
     assert 'complaints_triaged_total{category="fraud",priority="P1"}' in metrics
@@ -145,16 +150,47 @@ async def test_poison_message_is_dead_lettered_with_its_reason_and_triage_goes_o
 async def test_a_complaint_the_handler_cannot_process_is_dead_lettered_after_retries(
     infra: Infra, triage: httpx.AsyncClient
 ) -> None:
-    broken = received_event(description="")  # passes the envelope, fails triage every time
+    # Blank after stripping: passes the contract, fails the classifier every time.
+    broken = received_event(description="   ")
     await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(broken), broken.key)
 
-    async def dead_lettered() -> list | None:
-        dead = await read_topic(infra.kafka_bootstrap, dead_letter_topic(COMPLAINTS_RECEIVED))
-        return [m for m in dead if m.key == broken.key] or None
-
-    [dead] = await eventually(dead_lettered)
+    dead = await _dead_lettered(infra, broken.key)
     assert dead.headers["x-dlq-attempts"] == b"2"
     assert b"description" in dead.headers["x-dlq-error"]
+
+
+async def _dead_lettered(infra: Infra, key: bytes) -> Message:
+    async def probe() -> list[Message] | None:
+        dead = await read_topic(infra.kafka_bootstrap, dead_letter_topic(COMPLAINTS_RECEIVED))
+        return [m for m in dead if m.key == key] or None
+
+    [dead] = await eventually(probe)
+    return dead
+
+
+async def test_an_event_breaking_its_contract_is_dead_lettered_at_once_with_the_reason(
+    infra: Infra, triage: httpx.AsyncClient
+) -> None:
+    # new_event refuses to build it; a producer that skips it puts a float on the wire.
+    valid = received_event(amount="86.50", currency="CNY")
+    broken = valid.model_copy(update={"payload": {**valid.payload, "amount": 86.5}})
+    await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(broken), broken.key)
+
+    dead = await _dead_lettered(infra, broken.key)
+    assert dead.value == as_bytes(broken)  # untouched
+    assert dead.headers["x-dlq-error-type"] == b"InvalidEventPayload"
+    assert dead.headers["x-dlq-attempts"] == b"1"  # never handed to the handler
+    assert dead.headers["x-dlq-error"] == (
+        b"invalid complaint.received payload: amount: "
+        b"Value error, money must be a decimal string, not a JSON number"
+    )
+    conn = await connect(infra.database_url, SCHEMA)
+    try:
+        assert not await conn.fetchval(
+            "SELECT count(*) FROM triaged_complaints WHERE complaint_id = $1", broken.complaint_id
+        )
+    finally:
+        await conn.close()
 
 
 async def _incident_events(infra: Infra, tenant_id: uuid.UUID, count: int) -> list[dict]:

@@ -19,7 +19,8 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = "deploy/Dockerfile"
-PROMETHEUS_CONFIG = REPO_ROOT / "deploy" / "prometheus.yml"
+PROMETHEUS_CONFIG = REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml"
+PROMETHEUS_RULES = REPO_ROOT / "deploy" / "prometheus" / "alerts.yml"
 GRAFANA_PROVISIONING = REPO_ROOT / "deploy" / "grafana" / "provisioning"
 
 APP_PORTS = {"intake": 8080, "triage": 8081, "resolution": 8082, "notifier": 8083}
@@ -237,6 +238,9 @@ def test_prometheus_scrapes_every_service() -> None:
 
     mounts = _mounts(services["prometheus"])
     assert Path(mounts["/etc/prometheus/prometheus.yml"]).resolve() == PROMETHEUS_CONFIG
+    # rule_files are relative to the config file: the rules sit beside it in the container.
+    assert config["rule_files"] == ["alerts.yml"]
+    assert Path(mounts["/etc/prometheus/alerts.yml"]).resolve() == PROMETHEUS_RULES
 
 
 def test_grafana_is_provisioned_with_the_prometheus_datasource() -> None:
@@ -273,3 +277,11 @@ def test_dockerfile_is_multi_stage_slim_and_non_root() -> None:
     assert users, "the runtime stage must drop root"
     assert users[-1].split(":")[0] not in {"root", "0"}
     assert any("PYTHONUNBUFFERED=1" in line for line in lines)
+
+
+def test_the_compose_kafka_is_the_release_the_suite_runs() -> None:
+    """The suite proves the services against deploy/kafka/pom.xml's Kafka: compose runs it."""
+    from deploy.local.kafka import kafka_version
+
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert compose["services"]["kafka"]["image"] == f"apache/kafka:{kafka_version()}"

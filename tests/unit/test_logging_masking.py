@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import sys
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -33,8 +34,10 @@ def configured(fmt: str) -> Iterator[io.StringIO]:
     """The service's real logging configuration, writing into a buffer instead of stdout."""
     root = logging.getLogger()
     saved_handlers, saved_level, saved_stdout = root.handlers[:], root.level, sys.stdout
+    saved_factory = logging.getLogRecordFactory()
+    saved_hooks = sys.excepthook, threading.excepthook
     buffer = io.StringIO()
-    root.handlers = []  # as in a fresh service process, so basicConfig installs its handler
+    root.handlers = []  # as in a fresh service process
     sys.stdout = buffer  # configure_logging binds both loggers to the stdout of the moment
     try:
         configure_logging("DEBUG", fmt)
@@ -44,6 +47,9 @@ def configured(fmt: str) -> Iterator[io.StringIO]:
         yield buffer
     finally:
         root.handlers, root.level = saved_handlers, saved_level
+        logging.setLogRecordFactory(saved_factory)
+        sys.excepthook, threading.excepthook = saved_hooks
+        logging.captureWarnings(False)
         structlog.reset_defaults()
 
 
@@ -182,3 +188,124 @@ def test_json_lines_stay_valid_json_with_a_utc_timestamp() -> None:
 )
 def test_mask_text(text: str, masked: str) -> None:
     assert mask_text(text) == masked
+
+
+# ------------------------------------------------------------------ handlers libraries attach
+
+
+class RowRejected(Exception):
+    """Shaped like asyncpg's errors: the failing row in a DETAIL line of str(exc)."""
+
+    def __str__(self) -> str:
+        row = f"{EMAILS[0]}, {PHONES[0]}, {CARDS[3]}"
+        return f'null value in column "status"\nDETAIL:  Failing row contains ({row}).'
+
+
+def test_uvicorns_own_log_config_does_not_bypass_the_masking() -> None:
+    import logging.config
+
+    import uvicorn.config
+
+    stderr = io.StringIO()
+    with configured("json") as buffer:
+        saved, sys.stderr = sys.stderr, stderr  # uvicorn's handlers write to sys.stderr
+        try:
+            logging.config.dictConfig(uvicorn.config.LOGGING_CONFIG)  # what uvicorn.run does
+        finally:
+            sys.stderr = saved
+        try:
+            raise RowRejected()
+        except RowRejected:
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application\n")
+        logging.getLogger("uvicorn").warning("Invalid request from %s", PHONES[0])
+    assert stderr.getvalue() == ""  # uvicorn's handler was removed: one stream only
+    output = buffer.getvalue()
+    assert_clean(output)
+    lines = [json.loads(line) for line in output.strip().splitlines()]
+    assert [line["logger"] for line in lines] == ["uvicorn.error", "uvicorn"]
+    assert "Failing row contains ([email], [phone], [card])" in lines[0]["exception"]
+
+
+def test_a_handler_faststream_attaches_after_configuration_is_replaced_by_ours() -> None:
+    from faststream._internal.logger.logging import get_logger as faststream_logger
+
+    library_stream = io.StringIO()
+    with configured("json") as buffer:
+        # As the broker does when it starts: own handler, propagate=False.
+        broker_logger = faststream_logger(
+            "faststream.access.test", logging.INFO, library_stream, "%(message)s"
+        )
+        assert broker_logger.handlers and not broker_logger.propagate
+        broker_logger.error("handler failed for %s", {"email": EMAILS[1]}, exc_info=RowRejected())
+    assert library_stream.getvalue() == ""
+    output = buffer.getvalue()
+    assert_clean(output)
+    [line] = output.strip().splitlines()
+    record = json.loads(line)
+    assert record["logger"] == "faststream.access.test" and record["level"] == "error"
+    assert "[email]" in record["event"] and "RowRejected" in record["exception"]
+
+
+@pytest.mark.parametrize("name", ["aiokafka", "asyncpg", "httpx", "faststream", "asyncio"])
+def test_every_library_logger_is_masked_with_arguments_of_any_type(
+    log_lines: Callable[[], str], name: str
+) -> None:
+    library = logging.getLogger(name)
+    library.addHandler(logging.StreamHandler(io.StringIO()))  # a stray handler of its own
+    library.propagate = False
+    error = ValueError(f"Invalid isoformat string: '{PHONES[0]} {EMAILS[0]} {CARDS[3]}'")
+    library.error("failed: %s (%r) after %d attempts", error, error, 5)
+    library.warning("split %s%s", PHONES[1][:5], PHONES[1][5:])  # the number across two args
+    output = log_lines()
+    assert_clean(output)
+    assert "after 5 attempts" in output
+    assert not library.handlers and library.propagate
+
+
+def test_a_traceback_is_masked_in_every_frame_and_chained_cause(
+    log_lines: Callable[[], str],
+) -> None:
+    try:
+        try:
+            raise KeyError(CN_IDS[0])
+        except KeyError as inner:
+            raise RowRejected() from inner
+    except RowRejected:
+        logging.getLogger("asyncpg").exception("query failed for %s", EMAILS[0])
+    output = log_lines()
+    assert_clean(output)
+    assert "The above exception was the direct cause" in output
+
+
+def test_an_uncaught_exception_and_a_warning_are_logged_masked() -> None:
+    import warnings
+
+    with configured("json") as buffer:
+        try:
+            raise RowRejected()
+        except RowRejected:
+            sys.excepthook(*sys.exc_info())  # type: ignore[arg-type]
+        warnings.warn(f"odd value {PHONES[0]}", UserWarning, stacklevel=1)
+    output = buffer.getvalue()
+    assert_clean(output)
+    assert "uncaught_exception" in output and "odd value [phone]" in output
+
+
+def test_a_record_that_cannot_be_masked_is_withheld(log_lines: Callable[[], str]) -> None:
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError(EMAILS[0])
+
+    logging.getLogger("httpx").warning(Unprintable())  # type: ignore[arg-type]
+    output = log_lines()
+    assert_clean(output)
+    assert "log record withheld" in output
+
+
+def test_mask_is_the_function_for_dead_letter_headers() -> None:
+    from shared.logging import mask
+
+    header = str(RowRejected())
+    assert mask(header) == (
+        'null value in column "status"\nDETAIL:  Failing row contains ([email], [phone], [card]).'
+    )

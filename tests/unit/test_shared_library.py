@@ -31,7 +31,15 @@ def _event():
         complaint_id=uuid.uuid4(),
         ticket_no="WC-20261123-000001",
         correlation_id=uuid.uuid4(),
-        payload={"amount": "86.50"},
+        payload={
+            "customer": {"id": "u-1"},
+            "channel": "app",
+            "description": "charged twice",
+            "amount": "86.50",
+            "currency": "CNY",
+            "received_at": "2026-11-23T08:00:00+00:00",
+            "tenant": {"webhook_url": "https://tenant.example/hooks"},
+        },
     )
 
 

@@ -1,0 +1,188 @@
+"""The consumer's batch path, on a real broker and database: the records of one fetch,
+across partitions, are applied in one transaction and in partition order; a poison
+record in a batch rolls the batch back, and the one-record-at-a-time path then applies
+every good record once and dead-letters the poison; an event twice in a batch is
+applied once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from shared.events import Envelope
+from shared.kafka_admin import ensure_topics
+from shared.migrations import apply_migrations
+from shared.runtime import SHARED_MIGRATIONS, ServiceRuntime
+from shared.settings import ServiceSettings
+from shared.topics import dead_letter_topic
+from tests.integration.events import as_bytes, uncontracted_event
+from tests.support import Infra, eventually, read_topic
+
+SCHEMA = "batchtest"
+PARTITIONS = 3
+
+
+@dataclass
+class RecordingHandler:
+    """Writes one effect row per call with its transaction id; `calls` counts every try."""
+
+    calls: dict[uuid.UUID, int] = field(default_factory=lambda: defaultdict(int))
+
+    async def __call__(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
+        self.calls[envelope.event_id] += 1
+        if envelope.payload.get("poison"):
+            raise ValueError("this event can never be handled")
+        await conn.execute(
+            "INSERT INTO effects (event_id, seq, stream, tx) VALUES ($1, $2, $3, txid_current())",
+            envelope.event_id,
+            envelope.payload["seq"],
+            envelope.payload["stream"],
+        )
+
+
+@pytest.fixture
+async def schema(infra: Infra) -> AsyncIterator[str]:
+    await asyncio.to_thread(apply_migrations, infra.database_url, SCHEMA, [SHARED_MIGRATIONS])
+    conn = await asyncpg.connect(infra.database_url)
+    try:
+        await conn.execute(
+            f"DROP TABLE IF EXISTS {SCHEMA}.effects; "
+            f"CREATE TABLE {SCHEMA}.effects (event_id uuid, seq int, stream text, tx bigint)"
+        )
+        yield SCHEMA
+    finally:
+        await conn.close()
+
+
+async def _publish_all(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    """Every message on the topic before the consumer starts: its first fetch gets them
+    together, from every partition."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        sent = [await producer.send(topic, value=v, key=k) for k, v in messages]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+async def _consume(infra: Infra, topic: str) -> tuple[ServiceRuntime, RecordingHandler]:
+    settings = infra.settings(
+        ServiceSettings,
+        service_name=f"{SCHEMA}-{topic}",
+        consumer_max_attempts=2,
+        consumer_retry_base_s=0.05,
+    )
+    runtime = ServiceRuntime(settings, SCHEMA)
+    handler = RecordingHandler()
+    runtime.on(topic, handler)
+    await runtime.start()
+    return runtime, handler
+
+
+def _stream_events(streams: int, per_stream: int) -> list[Envelope]:
+    """`streams` complaints (each its own key, so spread over the partitions), each with
+    `per_stream` events numbered in publishing order."""
+    events = []
+    for s in range(streams):
+        complaint = uuid.uuid4()
+        for seq in range(per_stream):
+            events.append(uncontracted_event(complaint_id=complaint, seq=seq, stream=f"s{s}"))
+    return events
+
+
+async def _effects(infra: Infra) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(infra.database_url)
+    try:
+        return await conn.fetch(f"SELECT * FROM {SCHEMA}.effects ORDER BY ctid")
+    finally:
+        await conn.close()
+
+
+async def test_a_fetch_across_partitions_is_one_transaction_in_partition_order(
+    infra: Infra, schema: str
+) -> None:
+    topic = f"batch.order.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(infra.kafka_bootstrap, (topic,), partitions=PARTITIONS)
+    events = _stream_events(streams=12, per_stream=5)
+    await _publish_all(infra.kafka_bootstrap, topic, [(e.key, as_bytes(e)) for e in events])
+    runtime, _handler = await _consume(infra, topic)
+    try:
+        rows = await eventually(lambda: _effects_when(infra, len(events)), within_s=60)
+    finally:
+        await runtime.stop()
+    assert len(rows) == len(events)
+    assert len({r["event_id"] for r in rows}) == len(events)  # each applied once
+    by_stream: dict[str, list[int]] = defaultdict(list)
+    for row in rows:
+        by_stream[row["stream"]].append(row["seq"])
+    assert all(seqs == sorted(seqs) for seqs in by_stream.values())  # per key, in order
+    per_tx: dict[int, int] = defaultdict(int)
+    for row in rows:
+        per_tx[row["tx"]] += 1
+    # One transaction per fetch, not per event: 60 events in a handful of transactions.
+    assert len(per_tx) <= 6, dict(per_tx)
+    assert max(per_tx.values()) >= 10
+
+
+async def _effects_when(infra: Infra, count: int) -> list[asyncpg.Record] | None:
+    rows = await _effects(infra)
+    return rows if len(rows) >= count else None
+
+
+async def test_a_poison_record_in_a_batch_is_dead_lettered_and_the_rest_applied_once(
+    infra: Infra, schema: str
+) -> None:
+    topic = f"batch.poison.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(
+        infra.kafka_bootstrap, (topic, dead_letter_topic(topic)), partitions=PARTITIONS
+    )
+    events = _stream_events(streams=6, per_stream=3)
+    poison = uncontracted_event(poison=True, seq=0, stream="poison")
+    events.insert(7, poison)
+    await _publish_all(infra.kafka_bootstrap, topic, [(e.key, as_bytes(e)) for e in events])
+    runtime, handler = await _consume(infra, topic)
+    try:
+        dead = await eventually(
+            lambda: read_topic(infra.kafka_bootstrap, dead_letter_topic(topic)), within_s=60
+        )
+        rows = await eventually(lambda: _effects_when(infra, len(events) - 1), within_s=30)
+        await asyncio.sleep(1)  # nothing more arrives
+        rows = await _effects(infra)
+    finally:
+        await runtime.stop()
+    assert [m.value for m in dead] == [as_bytes(poison)]
+    assert sorted(r["event_id"] for r in rows) == sorted(
+        e.event_id for e in events if e is not poison
+    )
+    # The batch was tried first and rolled back: the good events of the poison's batch were
+    # called again, one at a time, and still applied once.
+    assert any(handler.calls[e.event_id] == 2 for e in events if e is not poison)
+    assert handler.calls[poison.event_id] == 1 + 2  # the batch try, then max_attempts
+
+
+async def test_an_event_twice_in_one_batch_is_applied_once(infra: Infra, schema: str) -> None:
+    topic = f"batch.twice.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(infra.kafka_bootstrap, (topic,), partitions=PARTITIONS)
+    events = _stream_events(streams=4, per_stream=2)
+    twice = events[3]
+    messages = [(e.key, as_bytes(e)) for e in events]
+    messages.insert(5, (twice.key, as_bytes(twice)))  # a redelivered copy, same partition
+    await _publish_all(infra.kafka_bootstrap, topic, messages)
+    runtime, handler = await _consume(infra, topic)
+    try:
+        await eventually(lambda: _effects_when(infra, len(events)), within_s=60)
+        await asyncio.sleep(1)
+        rows = await _effects(infra)
+    finally:
+        await runtime.stop()
+    assert len(rows) == len(events)
+    assert [r["event_id"] for r in rows].count(twice.event_id) == 1
+    assert handler.calls[twice.event_id] == 1  # the copy was recognised inside the batch
