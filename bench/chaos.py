@@ -12,10 +12,12 @@ kill -9 and restart, PostgreSQL immediate stop and start, the outbox relay leade
 (SIGSTOP) while a second intake instance stands by.
 
 A fault only proves something if it hit its window: each row must show at least one
-redelivery (an event absorbed by an inbox or a batch seeked back, from the services'
-events_consumed_total; an event published twice, from the topics; a webhook resent with
-the same event id). Prints one table, writes bench/chaos.json, exits 1 if any complaint
-was lost or duplicated or any fault saw no redelivery.
+redelivery (records a killed consumer had taken and not committed, which its group
+delivers again: its kafka_consumer_fetched_offset before the kill against the group's
+committed offsets after it; an event absorbed by an inbox or a batch seeked back, from
+the services' events_consumed_total; an event published twice, from the topics; a
+webhook resent with the same event id). Prints one table, writes bench/chaos.json, exits
+1 if any complaint was lost or duplicated or any fault saw no redelivery.
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 import orjson
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.chaos_accounting import FaultCounts, Webhook, count_fault
+from bench.chaos_accounting import FaultCounts, GroupPartition, Webhook, count_fault, refetched
 from bench.loadgen import LoadResult, open_loop, post_request
 from bench.run import DESCRIPTIONS
 from bench.tcp_proxy import TcpProxy
@@ -68,10 +71,14 @@ REDELIVERED = ("duplicate", "retried")
 ATTEMPTS = 5  # per fault, while it misses its window (an aimed kill still misses about 1 in 4)
 BURST = 100  # complaints on top of the load before a kill -9: the victim is busy with a batch
 BURST_S = 1.0
-AIM_EVENTS = 3  # kill once the victim handled this many more events: early in its batch
-# A consumer-only victim is paused through the burst so that a backlog waits for it; once
-# resumed it takes a large batch at once, and the kill lands inside that batch. Shorter
-# than the consumer session timeout (6 s): the victim keeps its partitions.
+AIM_S = 5.0  # how long an aimed kill waits for its victim to take a batch
+# Records the victims must have taken since the pause before the kill: the backlog's
+# large batch, not the few records the client had prefetched before it was paused.
+AIM_RECORDS = 30
+# The victim is paused through the burst so that a backlog waits for it; once resumed it
+# takes a large batch at once, and the kill lands inside that batch. Shorter than the
+# consumer session timeout (6 s) and the relay's leader timeout (10 s): the victim keeps
+# its partitions and its leadership.
 BACKLOG_S = 2.5
 
 
@@ -304,12 +311,15 @@ def accepted_tickets(result: LoadResult) -> dict[str, str]:
 # ------------------------------------------------------------------ metrics and SQL
 
 
-async def scrape(client: httpx.AsyncClient, port: int) -> dict[str, float] | None:
-    """This instance's redeliveries so far and whether it leads the outbox relay."""
+async def metrics_text(client: httpx.AsyncClient, port: int) -> str | None:
     try:
-        text = (await client.get(f"http://{HOST}:{port}/metrics", timeout=2)).text
+        return (await client.get(f"http://{HOST}:{port}/metrics", timeout=2)).text
     except httpx.HTTPError:
         return None
+
+
+def counters(text: str) -> dict[str, float]:
+    """An instance's events so far, its redeliveries and whether it leads the relay."""
     values = {"processed": 0.0, "redelivered": 0.0, "dead_lettered": 0.0, "leader": 0.0}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -324,6 +334,36 @@ async def scrape(client: httpx.AsyncClient, port: int) -> dict[str, float] | Non
             elif sample.name == "outbox_relay_leader":
                 values["leader"] = sample.value
     return values
+
+
+def taken_offsets(text: str) -> dict[GroupPartition, int]:
+    """How far the instance has taken each partition (kafka_consumer_fetched_offset)."""
+    return {
+        (s.labels["group"], s.labels["topic"], int(s.labels["partition"])): int(s.value)
+        for family in text_string_to_metric_families(text)
+        if family.name == "kafka_consumer_fetched_offset"
+        for s in family.samples
+    }
+
+
+async def scrape(client: httpx.AsyncClient, port: int) -> dict[str, float] | None:
+    text = await metrics_text(client, port)
+    return counters(text) if text is not None else None
+
+
+async def committed_offsets(chaos: ChaosStack, groups: set[str]) -> dict[GroupPartition, int]:
+    """The groups' committed offsets as the broker holds them now."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=chaos.bootstrap)
+    await admin.start()
+    try:
+        found: dict[GroupPartition, int] = {}
+        for group in groups:
+            for tp, meta in (await admin.list_consumer_group_offsets(group)).items():
+                if meta is not None and meta.offset >= 0:
+                    found[(group, tp.topic, tp.partition)] = meta.offset
+        return found
+    finally:
+        await admin.close()
 
 
 @dataclass
@@ -422,14 +462,18 @@ class Run:
     fault_name: str = ""
     # Loads a fault adds to the steady one (the burst of an aimed kill): accounted too.
     extra_loads: list[asyncio.Task[LoadResult]] = field(default_factory=list)
+    refetched: int = 0  # records a killed consumer had taken and its group delivers again
 
 
 async def kill_and_restart(run: Run, names: list[str]) -> tuple[str, list[str]]:
-    aimed = await aim_at_a_batch(run, names[0])
+    aimed, taken = await aim_at_a_batch(run, names)
     for name in names:
         stack.signal_group(run.chaos.pid(name), signal.SIGKILL)
     for name in names:
         await asyncio.to_thread(run.chaos.processes[name].wait, 10)
+    # Read before the restart: the dead members' offsets are what their group resumes from.
+    committed = await committed_offsets(run.chaos, {group for group, _, _ in taken})
+    run.refetched = refetched(taken, committed)
     await asyncio.sleep(1)  # a supervisor's restart delay
     began = time.monotonic()
     for name in names:
@@ -439,17 +483,18 @@ async def kill_and_restart(run: Run, names: list[str]) -> tuple[str, list[str]]:
     return note, []
 
 
-async def aim_at_a_batch(run: Run, name: str) -> str:
-    """Waits until `name` is likely in the middle of a batch, the window a kill -9 aims at
-    (records handled, offsets not yet committed): BURST more complaints within BURST_S on
-    top of the steady load (with a consumer-only victim paused meanwhile, see BACKLOG_S),
-    then the moment `name` has handled AIM_EVENTS more events."""
-    port = run.chaos.ports[name]
-    # intake also takes the load over HTTP: pausing it would stall the burst itself.
-    pause = name != "intake"
+async def aim_at_a_batch(run: Run, names: list[str]) -> tuple[str, dict[GroupPartition, int]]:
+    """Waits until the victims are in the middle of a batch, the window a kill -9 aims at
+    (records taken, offsets not yet committed), and returns how far they had taken each
+    partition as last seen. BURST more complaints arrive within BURST_S on top of the
+    steady load, with the victims paused meanwhile (see BACKLOG_S) so that a backlog
+    waits for them; once resumed, each takes a large batch at once, and the kill comes the
+    moment the victims' metrics show they have taken AIM_RECORDS more records."""
+    ports = [run.chaos.ports[name] for name in names]
     async with httpx.AsyncClient() as client:
-        base = await scrape(client, port)
-        if pause:
+        texts = await asyncio.gather(*(metrics_text(client, port) for port in ports))
+        before = sum(sum(taken_offsets(text or "").values()) for text in texts)
+        for name in names:
             stack.signal_group(run.chaos.pid(name), signal.SIGSTOP)
         run.extra_loads.append(
             asyncio.create_task(
@@ -466,16 +511,19 @@ async def aim_at_a_batch(run: Run, name: str) -> str:
                 )
             )
         )
-        if pause:
-            await asyncio.sleep(BURST_S + BACKLOG_S)
+        await asyncio.sleep(BURST_S + BACKLOG_S)
+        for name in names:
             stack.signal_group(run.chaos.pid(name), signal.SIGCONT)
         began = time.monotonic()
-        while base is not None and time.monotonic() - began < 5:
-            now = await scrape(client, port)
-            if now is not None and now["processed"] - base["processed"] >= AIM_EVENTS:
-                return f"killed {time.monotonic() - began:.1f} s into a burst of {BURST}"
-            await asyncio.sleep(0.02)
-    return "burst not seen: killed unaimed"
+        taken: dict[GroupPartition, int] = {}
+        while time.monotonic() - began < AIM_S:
+            texts = await asyncio.gather(*(metrics_text(client, port) for port in ports))
+            seen = [taken_offsets(text) for text in texts if text is not None]
+            taken = {partition: offset for one in seen for partition, offset in one.items()}
+            if sum(taken.values()) - before >= AIM_RECORDS:
+                return f"killed {time.monotonic() - began:.2f} s after the resume", taken
+            await asyncio.sleep(0.005)
+    return "no batch seen: killed unaimed", taken
 
 
 async def kafka_restart(run: Run) -> tuple[str, list[str]]:
@@ -572,6 +620,7 @@ class FaultResult:
     statuses: dict[int, int]
     counts: FaultCounts
     absorbed: int  # inbox duplicates and seeked-back batches, all services
+    refetched: int = 0  # taken by a killed consumer, not committed: delivered again
     republished: int = 0
     dead_lettered: int = 0
     drained_s: float = 0.0
@@ -581,7 +630,9 @@ class FaultResult:
 
     @property
     def redelivered(self) -> int:
-        return self.absorbed + self.republished + self.counts.resends
+        """At least this many deliveries were repeated. The records an inbox absorbed after
+        a kill are among the refetched ones, so the larger of the two counts, not both."""
+        return max(self.absorbed, self.refetched) + self.republished + self.counts.resends
 
     def failures(self) -> list[str]:
         """Lost, duplicated or dead-lettered complaints; missing redelivery is judged per
@@ -613,7 +664,7 @@ async def run_fault(run: Run, name: str, fault: Fault) -> FaultResult:
         )
     )
     await asyncio.sleep(FAULT_AT_S)
-    run.fault_name, run.extra_loads = slug, []
+    run.fault_name, run.extra_loads, run.refetched = slug, [], 0
     notes, problems = await fault(run)
     results = [await load, *[await extra for extra in run.extra_loads]]
     tickets = {t: c for result in results for t, c in accepted_tickets(result).items()}
@@ -635,6 +686,7 @@ async def run_fault(run: Run, name: str, fault: Fault) -> FaultResult:
         statuses=dict(statuses),
         counts=counts,
         absorbed=counter_delta(before, after, "redelivered"),
+        refetched=run.refetched,
         dead_lettered=counter_delta(before, after, "dead_lettered"),
         drained_s=round(drained_s, 1),
         republished=await republished(run.chaos, set(tickets.values())),
@@ -658,6 +710,10 @@ async def drained(receiver: Receiver, tickets: set[str]) -> None:
 # ------------------------------------------------------------------ report
 
 
+LEGEND = (
+    "at least (taken by a killed consumer and delivered again / absorbed by an inbox or"
+    " seeked back / published twice / webhook resent)"
+)
 COLUMNS = (
     "fault",
     "accepted",
@@ -674,7 +730,7 @@ def table(results: list[FaultResult]) -> str:
     rows = [COLUMNS]
     for r in results:
         c = r.counts
-        redelivered = f"{r.redelivered} ({r.absorbed}/{r.republished}/{c.resends})"
+        redelivered = f"{r.redelivered} ({r.refetched}/{r.absorbed}/{r.republished}/{c.resends})"
         rows.append(
             (
                 r.fault if r.attempt == 1 else f"{r.fault} (attempt {r.attempt})",
@@ -712,7 +768,7 @@ def write_results(results: list[FaultResult], elapsed_s: float) -> None:
         "load_s": LOAD_S,
         "fault_at_s": FAULT_AT_S,
         "elapsed_s": round(elapsed_s, 1),
-        "redelivered": "absorbed by an inbox or seeked back / published twice / webhook resent",
+        "redelivered": LEGEND,
         "faults": runs,
     }
     RESULTS.write_text(json.dumps(document, indent=2) + "\n")
@@ -789,7 +845,7 @@ def main() -> int:
     elapsed = time.monotonic() - began
     write_results(results, elapsed)
     print(f"\n{table(results)}\n")
-    print("redelivered = absorbed by an inbox or seeked back / published twice / resent")
+    print(f"redelivered = {LEGEND}")
     print(f"{RATE:.0f} complaints/s offered for {LOAD_S:.0f} s per fault; {elapsed:.0f} s in all")
     print(f"written to {RESULTS}")
     failures = [(r.fault, problem) for r in results for problem in r.failures()]

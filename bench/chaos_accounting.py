@@ -93,3 +93,23 @@ def _duplicated_tickets(
     doubled |= {ticket for (ticket, _), event_ids in ids.items() if len(event_ids) > 1}
     doubled |= {ticket for (ticket, _), rows in delivery_rows.items() if rows > 1}
     return doubled
+
+
+# A partition of a consumer group: (group, topic, partition).
+GroupPartition = tuple[str, str, int]
+
+
+def refetched(taken: Mapping[GroupPartition, int], committed: Mapping[GroupPartition, int]) -> int:
+    """Records a killed consumer had taken but not committed: its group delivers them again
+    after the restart (whether the killed process's transaction had committed them, and an
+    inbox absorbs them, or had not, and they are applied for the first time).
+
+    `taken` is the victim's kafka_consumer_fetched_offset as last scraped before the kill,
+    a lower bound of how far it had read; `committed` is the group's offsets read after the
+    kill. A partition with no committed offset counts nothing: a lower bound again.
+    """
+    return sum(
+        max(0, offset - committed[partition])
+        for partition, offset in taken.items()
+        if partition in committed
+    )

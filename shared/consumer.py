@@ -111,6 +111,15 @@ class EventConsumer:
         self._max_attempts = max_attempts
         self._retry_base_s = retry_base_s
 
+    def note_taken(self, group: str, partitions: Sequence[Sequence[Record]]) -> None:
+        """Publishes how far this process has taken each partition of a fetched batch
+        (kafka_consumer_fetched_offset), before the batch is handled."""
+        for records in partitions:
+            last = records[-1]
+            self._metrics.kafka_consumer_fetched_offset.labels(
+                group, last.topic, str(last.partition)
+            ).set(last.offset + 1)
+
     async def handle_batch(
         self,
         partitions: Sequence[Sequence[Record]],

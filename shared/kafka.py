@@ -79,8 +79,10 @@ def subscribe(
         for record in records:
             by_partition[(record.topic, record.partition)].append(record)
 
+        partitions = list(by_partition.values())
+        consumer.note_taken(group_id, partitions)
         # An exception out of here nacks the batch (NACK_ON_ERROR): rewind, redeliver.
-        await consumer.handle_batch(list(by_partition.values()), handlers.__getitem__)
+        await consumer.handle_batch(partitions, handlers.__getitem__)
 
 
 async def _raw_body(message: object) -> object:

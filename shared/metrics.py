@@ -93,6 +93,15 @@ class ServiceMetrics:
             ["group", "topic", "partition"],
             registry=r,
         )
+        # The offset after the last record handed to this process's handler. Until the
+        # batch's offsets are committed, a process that dies makes the group deliver the
+        # records between the committed offset and this one again (make chaos counts them).
+        self.kafka_consumer_fetched_offset = Gauge(
+            "kafka_consumer_fetched_offset",
+            "Next offset after the last record this process has taken from a partition",
+            ["group", "topic", "partition"],
+            registry=r,
+        )
         self.notification_delivery_seconds = Histogram(
             "notification_delivery_seconds",
             "Duration of one delivery attempt at the endpoint (webhook POST, SMTP)",

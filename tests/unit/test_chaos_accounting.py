@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.chaos_accounting import ACKNOWLEDGED, TRIAGED, Webhook, count_fault
+from bench.chaos_accounting import ACKNOWLEDGED, TRIAGED, Webhook, count_fault, refetched
 
 
 def complete(ticket: str) -> list[Webhook]:
@@ -60,3 +60,15 @@ def test_two_triage_rows_or_two_delivery_rows_are_a_duplicate() -> None:
 def test_webhooks_for_tickets_without_a_202_are_set_apart() -> None:
     counts = count_fault(["WC-1"], [*complete("WC-1"), *complete("WC-9")], {"WC-1": 1})
     assert counts.unexpected == 1 and counts.accepted == 1 and counts.duplicated == 0
+
+
+def test_refetched_counts_what_was_taken_beyond_the_committed_offsets() -> None:
+    taken = {("triage", "t", 0): 120, ("triage", "t", 1): 40, ("triage", "t", 2): 9}
+    committed = {("triage", "t", 0): 100, ("triage", "t", 1): 40}
+    # Partition 0: 20 taken and not committed; 1: nothing in flight; 2: no commit known.
+    assert refetched(taken, committed) == 20
+
+
+def test_refetched_ignores_a_stale_gauge_behind_the_committed_offset() -> None:
+    # A partition another member took over and committed beyond what the victim once read.
+    assert refetched({("g", "t", 0): 10}, {("g", "t", 0): 55}) == 0
