@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -409,6 +410,53 @@ async def test_consumer_lag_per_partition_grows_while_the_group_is_stuck(
         finally:
             await transaction.rollback()
         await settles(triage, lag, 0)
+    finally:
+        await conn.close()
+
+
+async def committed_total(bootstrap: str, group: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return sum(m.offset for tp, m in offsets.items() if tp.topic == topic and m.offset >= 0)
+
+
+async def test_fetched_offset_runs_ahead_of_the_commit_while_a_batch_is_in_flight(
+    infra: Infra, stack: Stack, webhook_sink: WebhookSink
+) -> None:
+    """kafka_consumer_fetched_offset: what this process has taken; beyond the group's
+    committed offset while the batch is not done, equal to it once it is."""
+    triage = stack.clients["triage"]
+    taken: Callable[[Samples], float] = lambda s: total(  # noqa: E731
+        s, "kafka_consumer_fetched_offset", group="triage", topic=COMPLAINTS_RECEIVED
+    )
+
+    async def committed_up_to(offset: float) -> bool:
+        done = await committed_total(infra.kafka_bootstrap, "triage", COMPLAINTS_RECEIVED)
+        return done == offset
+
+    async def caught_up() -> tuple[float] | None:  # a tuple: 0 taken is an answer too
+        now = taken(await scrape(triage))
+        return (now,) if await committed_up_to(now) else None
+
+    (before,) = await eventually(caught_up, within_s=30)
+    conn = await connect(infra.database_url, "triage")
+    try:
+        transaction = conn.transaction()
+        await transaction.start()
+        await conn.execute("LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE")
+        try:
+            event = received_event(webhook_url=webhook_sink.url)
+            await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(event), event.key)
+            in_flight = await reaches(triage, taken, before + 1)
+            assert await committed_up_to(before)  # taken, blocked on the inbox, not committed
+        finally:
+            await transaction.rollback()
+        await eventually(lambda: committed_up_to(in_flight), within_s=30)
+        assert taken(await scrape(triage)) == in_flight
     finally:
         await conn.close()
 
