@@ -296,6 +296,19 @@ class ComplaintClockExtended(NoContactPayload):
     clocks: list[ClockView] = Field(default_factory=list)
 
 
+class ComplaintRecategorised(NoContactPayload):
+    """An agent corrected triage's category (and perhaps its priority): the case's new
+    values and the ones it had. Triage records it as a labelled example. No customer
+    text travels here: triage has the complaint's own words already."""
+
+    category: Text
+    priority: Priority
+    previous_category: Text
+    previous_priority: Priority
+    corrected_by: Text  # the agent's id
+    note: str | None = None  # the agent's reason, if given
+
+
 # --- incidents.v1 (triage) -------------------------------------------------------------
 
 
@@ -438,6 +451,14 @@ CONTRACTS: tuple[EventContract, ...] = (
         COMPLAINTS_RESOLUTION,
         "resolution",
         "An approver extended a legal deadline; the customer is told.",
+    ),
+    EventContract(
+        "complaint.recategorised",
+        1,
+        ComplaintRecategorised,
+        COMPLAINTS_RESOLUTION,
+        "resolution",
+        "An agent corrected the category (and perhaps the priority) triage gave the case.",
     ),
     EventContract(
         "incident.opened",

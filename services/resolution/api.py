@@ -27,7 +27,15 @@ from services.resolution.auth import AgentAuthenticator
 from services.resolution.case import Status
 from services.resolution.commands import Agent
 from services.resolution.queries import CursorCodec, QueueFilters
-from services.resolution.requests import AssignIn, MessageIn, ResolutionIn, StatusIn
+from services.resolution.requests import (
+    AssignIn,
+    Category,
+    MessageIn,
+    Priority,
+    RecategoriseIn,
+    ResolutionIn,
+    StatusIn,
+)
 from services.resolution.settings import ResolutionSettings
 from shared import jsonutil
 from shared.http_bodies import FastJSONResponse, parse_model, read_json_body
@@ -35,20 +43,19 @@ from shared.metrics import ServiceMetrics
 from shared.problems import Problem
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (ResolutionIn, StatusIn, MessageIn, AssignIn)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (
+    ResolutionIn,
+    StatusIn,
+    MessageIn,
+    AssignIn,
+    RecategoriseIn,
+)
 
 _TICKET_NO = re.compile(r"^WC-\d{8}-\d{6,}$")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 # One body for both, so a missing case and another tenant's cannot be told apart.
 CASE_NOT_FOUND = Problem(404, "No such case.")
 RESOLUTION_NOT_FOUND = Problem(404, "No such resolution.")
-
-Priority = Literal["P1", "P2", "P3", "P4"]
-Category = Literal[
-    "fraud", "duplicate_charge", "account_frozen", "transfer_delay", "top_up_withdrawal",
-    "refund", "privacy", "fees", "payment_failure", "account_access", "terms_marketing",
-    "app_usability", "customer_service", "other",
-]  # fmt: skip
 
 
 # ------------------------------------------------------------------ request helpers
@@ -401,6 +408,57 @@ def build_router(
                 commands.assign(conn, agent, ticket_no, body.agent_id, clock())
             )
         return FastJSONResponse(answer)
+
+    @router.post(
+        "/cases/{ticket_no}/category",
+        response_model=docs.RecategoriseOut,
+        response_description="The case's category and priority now; out of the review queue",
+        summary="Correct triage's category (and priority)",
+        description=(
+            "The agent's correction of triage's decision: the case takes `category` (one of "
+            "the 14 of CONTRACT section 5) and, when given, `priority`; `needs_review` is "
+            "cleared, the history notes it, and `complaint.recategorised` is published for "
+            "triage to learn from. Confirming triage's values on a case waiting for review "
+            "is recorded the same way. Asking for the values the case already has (no "
+            "review pending) changes nothing and publishes nothing (`changed: false`). The "
+            "clocks keep their due times. An optional `Idempotency-Key` replays the first "
+            "answer."
+        ),
+        responses={
+            200: {"headers": docs.REPLAYED_HEADER},
+            **docs.problem_responses(400, 401, 404, 409, 413, 415, 422, 503),
+        },
+        openapi_extra={
+            **docs.request_body("RecategoriseIn", docs.RECATEGORISE_EXAMPLES),
+            **docs.idempotency_header(
+                required=False,
+                optional_because="the same correction again changes nothing anyway",
+            ),
+        },
+    )
+    async def recategorise(
+        request: Request,
+        agent: AgentDep,
+        ticket_no: Ticket,
+        idempotency_key: IdempotencyKey = None,
+    ) -> FastJSONResponse:
+        key = check_idempotency_key(idempotency_key) if idempotency_key is not None else None
+        data = await read_json_body(request, settings.max_body_bytes)
+        body = parse_model(RecategoriseIn, data)
+        _case_ticket(ticket_no)
+        async with pool_getter().acquire(timeout=5) as conn:
+
+            def correct() -> Awaitable[dict[str, Any]]:
+                return commands.recategorise(conn, agent, ticket_no, body, clock())
+
+            if key is None:
+                answer, replayed = await _case_command(_fresh(correct()))
+            else:
+                fingerprint = request_fingerprint("POST", request.url.path, data)
+                answer, replayed = await _case_command(
+                    _idempotent(conn, agent, key, fingerprint, correct)
+                )
+        return _answer(answer, 200, replayed=replayed)
 
     return router
 

@@ -104,6 +104,22 @@ ASSIGN_EXAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
+RECATEGORISE_EXAMPLES: dict[str, dict[str, Any]] = {
+    "correct": {
+        "summary": "Triage read an account takeover as a failed payment",
+        "value": {
+            "category": "fraud",
+            "priority": "P1",
+            "note": "The customer never made these payments: an account takeover.",
+        },
+    },
+    "category_only": {
+        "summary": "Another category; the case keeps its priority",
+        "value": {"category": "transfer_delay"},
+    },
+}
+
+
 def request_body(model_name: str, examples: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """openapi_extra for an operation whose JSON body the handler validates itself."""
     return {
@@ -119,8 +135,11 @@ def request_body(model_name: str, examples: dict[str, dict[str, Any]]) -> dict[s
     }
 
 
-def idempotency_header(*, required: bool = True) -> dict[str, Any]:
-    """openapi_extra for the Idempotency-Key header of the money calls."""
+def idempotency_header(
+    *, required: bool = True, optional_because: str = "an approval is itself taken once"
+) -> dict[str, Any]:
+    """openapi_extra for the Idempotency-Key header of the money calls (and of the
+    correction of a category, where it is optional too)."""
     return {
         "parameters": [
             {
@@ -128,7 +147,7 @@ def idempotency_header(*, required: bool = True) -> dict[str, Any]:
                 "in": "header",
                 "required": required,
                 "description": (
-                    ("Required" if required else "Optional (an approval is itself taken once)")
+                    ("Required" if required else f"Optional ({optional_because})")
                     + ": 1-128 visible ASCII characters, e.g. a UUID per agent action. "
                     "The same key with the same body answers what the first request "
                     "answered and records nothing new (the answer then carries "
@@ -518,6 +537,35 @@ class AssignmentOut(BaseModel):
     changed: bool = Field(description="False when it was assigned so already")
 
 
+class RecategoriseOut(BaseModel):
+    model_config = _examples(
+        {
+            "ticket_no": TICKET_EXAMPLE,
+            "status": "in_progress",
+            "category": "fraud",
+            "priority": "P1",
+            "needs_review": False,
+            "previous_category": "payment_failure",
+            "previous_priority": "P3",
+            "changed": True,
+            "updated_at": "2026-11-22T02:31:40.000000+00:00",
+        }
+    )
+
+    ticket_no: str
+    status: str = Field(description="The case's status (a correction never changes it)")
+    category: Category = Field(description="The case's category now")
+    priority: str = Field(description="The case's priority now: P1 (most urgent) to P4")
+    needs_review: bool = Field(description="Always false after a correction")
+    previous_category: Category = Field(description="The category before this request")
+    previous_priority: str = Field(description="The priority before this request")
+    changed: bool = Field(
+        description="False when the case had these values already and no review was pending: "
+        "nothing was recorded or published"
+    )
+    updated_at: datetime
+
+
 # ------------------------------------------------------------------ errors
 
 
@@ -541,7 +589,8 @@ _PROBLEMS: dict[int, tuple[str, str, list[dict[str, str]] | None]] = {
     415: ("Content-Type is not application/json.", "Content-Type must be application/json.",
           None),
     422: ("The request is not valid: see `errors` (a number for money, a refund above the "
-          "disputed amount or in another currency, an invalid cursor...).",
+          "disputed amount or in another currency, an unknown category or priority, an "
+          "invalid cursor...).",
           "The request is not valid.",
           [{"field": "amount", "message": "a decimal string, not a number"}]),
     503: ("The database is unreachable: retry after `Retry-After` seconds (nothing was done).",

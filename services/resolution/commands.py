@@ -8,8 +8,8 @@ clocks (clock_store), adds to case_history and emits its events through the unit
 in the same transaction, and returns a JSON-ready dict. Errors are Problem 403/404/409/422.
 
 Status changes happen only when asked for: a status change, or a message requesting
-information (-> awaiting_customer). Claiming, assigning, messages and resolutions leave
-the status alone.
+information (-> awaiting_customer). Claiming, assigning, messages, resolutions and
+recategorising leave the status alone.
 
 Metrics: record_resolution takes an optional ServiceMetrics and counts
 `resolutions_recorded_total{kind}` after its commit (never for a replay).
@@ -49,7 +49,7 @@ from services.resolution.case import (
     decide_auto_refund,
     entry_status,
 )
-from services.resolution.requests import MessageIn, ResolutionIn, StatusIn
+from services.resolution.requests import MessageIn, RecategoriseIn, ResolutionIn, StatusIn
 from services.resolution.settings import ResolutionSettings
 from services.resolution.unit_of_work import ResolutionUnitOfWork
 from shared import jsonutil
@@ -57,6 +57,7 @@ from shared.event_payloads import (
     CaseAssigned,
     ClockView,
     ComplaintAgentMessage,
+    ComplaintRecategorised,
     ComplaintStatusChanged,
     EventPayload,
     ResolutionApproved,
@@ -103,7 +104,8 @@ class CaseFacts(Protocol):
 
 _CASE = (
     "complaint_id, tenant_id, ticket_no, status, category, priority, amount, currency, "
-    "transaction_ref, customer_id, assigned_to, outcome, first_responded_at, updated_at"
+    "transaction_ref, customer_id, assigned_to, outcome, first_responded_at, updated_at, "
+    "needs_review"
 )
 
 _ENTRY = (
@@ -738,6 +740,87 @@ async def assign(
                 errors=[{"field": "agent_id", "message": "no agent of your tenant"}],
             )
         return await _assign(conn, agent, case, agent_id, now)
+
+
+# ------------------------------------------------------------------ recategorising
+
+
+def recategorised_payload(
+    case: Any, body: RecategoriseIn, agent_id: uuid.UUID
+) -> ComplaintRecategorised | None:
+    """complaint.recategorised for an agent's correction of a case (`case`: its current
+    category, priority and needs_review), or None when there is nothing to record: the
+    same category and priority again on a case no longer waiting for review. The same
+    values on a case triage flagged for review are the agent's confirmation: recorded
+    (it clears the flag and is a labelled example like any correction). Pure."""
+    priority = body.priority or case["priority"]
+    unchanged = (body.category, priority) == (case["category"], case["priority"])
+    if unchanged and not case["needs_review"]:
+        return None
+    return ComplaintRecategorised(
+        category=body.category,
+        priority=priority,
+        previous_category=case["category"],
+        previous_priority=case["priority"],
+        corrected_by=str(agent_id),
+        note=body.note,
+    )
+
+
+def recategorised_note(payload: ComplaintRecategorised) -> str:
+    """The case history's line for it (agents read it; the customer never does)."""
+    before = f"{payload.previous_category} {payload.previous_priority}"
+    after = f"{payload.category} {payload.priority}"
+    note = (
+        f"Triage's decision confirmed: {after}."
+        if before == after
+        else f"Recategorised from {before} to {after}."
+    )
+    return f"{note} {payload.note}" if payload.note else note
+
+
+async def recategorise(
+    conn: asyncpg.Connection,
+    agent: AgentLike,
+    ticket_no: str,
+    body: RecategoriseIn,
+    now: datetime,
+) -> dict[str, Any]:
+    """POST /v1/cases/{ticket_no}/category: the case takes the agent's category (and
+    priority, when given), leaves the review queue, notes it in the history and emits
+    complaint.recategorised, all in one transaction. Correcting to the values the case
+    already has (and no review pending) changes nothing and emits nothing: the call is
+    idempotent by itself. The clocks stay as they were (triage's due times hold). Any
+    status: a closed case's correction is as good a label as an open one's."""
+    async with conn.transaction():
+        case = await _lock_case(conn, agent, ticket_no)
+        payload = recategorised_payload(case, body, agent.id)
+        if payload is not None:
+            await conn.execute(
+                "UPDATE cases SET category = $2, priority = $3, needs_review = false, "
+                "updated_at = $4 WHERE complaint_id = $1",
+                case["complaint_id"],
+                payload.category,
+                payload.priority,
+                now,
+            )
+            await _history(
+                conn, case, case["status"], str(agent.id), recategorised_note(payload), now
+            )
+            uow = ResolutionUnitOfWork(conn)
+            uow.emit(_event(case, "complaint.recategorised", payload, now))
+            await uow.flush()
+    return {
+        "ticket_no": ticket_no,
+        "status": case["status"],
+        "category": payload.category if payload else case["category"],
+        "priority": payload.priority if payload else case["priority"],
+        "needs_review": False,  # cleared now, or it was not set (nothing to change)
+        "previous_category": case["category"],
+        "previous_priority": case["priority"],
+        "changed": payload is not None,
+        "updated_at": (now if payload else case["updated_at"]).isoformat(),
+    }
 
 
 # ------------------------------------------------------------------ automatic refunds

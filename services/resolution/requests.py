@@ -76,6 +76,14 @@ StatusName = Literal[
     "triaged", "in_progress", "awaiting_customer", "escalated", "resolved", "closed", "reopened"
 ]
 Outcome = Literal["monetary_relief", "non_monetary_relief", "explanation", "no_relief"]
+Priority = Literal["P1", "P2", "P3", "P4"]
+# CONTRACT section 5, in triage's precedence order (shared.api_vocabulary.CATEGORIES;
+# tests/unit/test_openapi_documents.py checks the two agree).
+Category = Literal[
+    "fraud", "duplicate_charge", "account_frozen", "transfer_delay", "top_up_withdrawal",
+    "refund", "privacy", "fees", "payment_failure", "account_access", "terms_marketing",
+    "app_usability", "customer_service", "other",
+]  # fmt: skip
 
 
 def _config(*examples: dict[str, Any]) -> ConfigDict:
@@ -151,3 +159,21 @@ class AssignIn(BaseModel):
     model_config = _config({"agent_id": "0d7c3a52-6f1e-4b8f-9a0e-2c4d5e6f7a8b"})
 
     agent_id: uuid.UUID
+
+
+class RecategoriseIn(BaseModel):
+    """POST /v1/cases/{ticket_no}/category: an agent corrects triage's category (and,
+    when given, its priority). Without a priority the case keeps the one it has."""
+
+    model_config = _config(
+        {
+            "category": "fraud",
+            "priority": "P1",
+            "note": "The customer never made these payments: an account takeover.",
+        },
+        {"category": "transfer_delay"},
+    )
+
+    category: Category
+    priority: Priority | None = None
+    note: Text | None = None

@@ -67,7 +67,9 @@ class TriageHandler:
             received_at=p.received_at,
             duplicate_of=duplicate_of,
         )
-        await uow.complaints.add(complaint)
+        # With the text it was classified on: an agent's correction becomes a labelled
+        # example (corrections.py).
+        await uow.complaints.add(complaint, facts)
         incident = await incidents.detect(uow, self._incident_policy, complaint)
         payload = domain.triaged_payload(
             p,

@@ -12,10 +12,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, Protocol
 
 import asyncpg
 
+from services.triage.corrections import Classified, LabelledExample
 from services.triage.domain import (
     Cause,
     DuplicateKey,
@@ -30,8 +32,26 @@ from shared.unit_of_work import OutboxUnitOfWork
 from shared.unit_of_work import bind as bind_handler
 
 
+class ClassifiedText(Protocol):
+    """What the classifier read (classifier.ComplaintFacts is one): kept with the
+    decision so an agent's correction can become a labelled example."""
+
+    @property
+    def description(self) -> str: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def amount(self) -> Decimal | None: ...
+    @property
+    def currency(self) -> str | None: ...
+
+
 class TriagedComplaints(Protocol):
-    async def add(self, complaint: TriagedComplaint) -> None: ...
+    async def add(self, complaint: TriagedComplaint, text: ClassifiedText | None = None) -> None:
+        """The decision, and the text and facts it was taken on (when given)."""
+
+    async def classified(self, complaint_id: uuid.UUID) -> Classified | None:
+        """What was classified for this complaint and decided, or None when it was not."""
 
     async def not_in_incident(
         self, tenant_id: uuid.UUID, cause: Cause, received_after: datetime
@@ -89,11 +109,17 @@ class Incidents(Protocol):
     ) -> Incident: ...
 
 
+class LabelledExamples(Protocol):
+    async def record(self, example: LabelledExample) -> None:
+        """One example per complaint: a later correction replaces the label."""
+
+
 class UnitOfWork(Protocol):
     complaints: TriagedComplaints
     duplicates: Duplicates
     incident_counters: IncidentCounters
     incidents: Incidents
+    examples: LabelledExamples
 
     def emit(self, event: Envelope, topic: str = COMPLAINTS_TRIAGED) -> None: ...
 
@@ -102,14 +128,14 @@ class PgTriagedComplaints:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
-    async def add(self, complaint: TriagedComplaint) -> None:
+    async def add(self, complaint: TriagedComplaint, text: ClassifiedText | None = None) -> None:
         c = complaint
         await self._conn.execute(
             """
             INSERT INTO triaged_complaints (complaint_id, tenant_id, ticket_no, customer_id,
                 transaction_ref, merchant, category, priority, received_at, duplicate_of,
-                merchant_key)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                merchant_key, description, channel, amount, currency)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
             """,
             c.complaint_id,
             c.tenant_id,
@@ -122,7 +148,19 @@ class PgTriagedComplaints:
             c.received_at,
             c.duplicate_of,
             c.merchant_key,
+            text.description if text else None,
+            (text.channel or None) if text else None,
+            text.amount if text else None,
+            text.currency if text else None,
         )
+
+    async def classified(self, complaint_id: uuid.UUID) -> Classified | None:
+        row = await self._conn.fetchrow(
+            "SELECT complaint_id, tenant_id, ticket_no, description, channel, amount, currency, "
+            "category, priority FROM triaged_complaints WHERE complaint_id = $1",
+            complaint_id,
+        )
+        return Classified(**dict(row)) if row else None
 
     async def not_in_incident(
         self, tenant_id: uuid.UUID, cause: Cause, received_after: datetime
@@ -288,6 +326,45 @@ def _incident(row: asyncpg.Record) -> Incident:
     )
 
 
+class PgLabelledExamples:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def record(self, example: LabelledExample) -> None:
+        e = example
+        # A later correction of the same complaint replaces the label; an older one (never
+        # on one partition, but cheap to refuse) does not.
+        await self._conn.execute(
+            """
+            INSERT INTO labelled_examples (complaint_id, tenant_id, ticket_no, description,
+                channel, amount, currency, category, priority, previous_category,
+                previous_priority, corrected_by, event_id, recorded_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+            ON CONFLICT (complaint_id) DO UPDATE SET
+                category = excluded.category,
+                priority = excluded.priority,
+                corrected_by = excluded.corrected_by,
+                event_id = excluded.event_id,
+                recorded_at = excluded.recorded_at
+            WHERE labelled_examples.recorded_at <= excluded.recorded_at
+            """,
+            e.complaint_id,
+            e.tenant_id,
+            e.ticket_no,
+            e.description,
+            e.channel,
+            e.amount,
+            e.currency,
+            e.category,
+            e.priority,
+            e.previous_category,
+            e.previous_priority,
+            e.corrected_by,
+            e.event_id,
+            e.recorded_at,
+        )
+
+
 class TriageUnitOfWork(OutboxUnitOfWork):
     """Built from the connection whose transaction the caller owns; `flush` writes the
     emitted events to the outbox in that transaction."""
@@ -300,6 +377,7 @@ class TriageUnitOfWork(OutboxUnitOfWork):
         self.duplicates = PgDuplicates(conn)
         self.incident_counters = PgIncidentCounters(conn)
         self.incidents = PgIncidents(conn)
+        self.examples = PgLabelledExamples(conn)
 
 
 UowHandler = Callable[[TypedEnvelope[Any], UnitOfWork], Awaitable[None]]

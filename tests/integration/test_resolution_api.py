@@ -294,6 +294,7 @@ async def test_another_tenants_case_is_the_same_404_as_a_missing_one_everywhere(
             ("POST", f"/v1/cases/{ticket}/messages", {"text": "hello"}),
             ("POST", f"/v1/cases/{ticket}/claim", None),
             ("POST", f"/v1/cases/{ticket}/assign", {"agent_id": colleague.id}),
+            ("POST", f"/v1/cases/{ticket}/category", {"category": "fraud", "priority": "P1"}),
             ("POST", f"/v1/resolutions/{resolution_id}/approve", None),
             ("POST", f"/v1/cases/{ticket}/clocks/legal_final/extend", {"reason": "bank"}),
         ]
@@ -317,6 +318,7 @@ async def test_another_tenants_case_is_the_same_404_as_a_missing_one_everywhere(
     # Nothing was done to the other tenant's case; its own agent sees it untouched.
     case = (await http.get(f"/v1/cases/{their_ticket}", headers=other.auth)).json()
     assert case["status"] == "triaged" and case["assigned_to"] is None
+    assert (case["category"], case["priority"]) == ("duplicate_charge", "P2")
     assert [e["status"] for e in case["ledger"]] == ["pending_approval"]
     assert [m for m in case["messages"] if m["author"] == "agent"] == []
 
@@ -580,6 +582,83 @@ async def test_status_changes_and_a_refused_transition_names_the_allowed_ones(
         assert_problem(await http.post(path, json=bad, headers=agent.auth), 422)
 
 
+async def test_an_agent_corrects_the_category_and_the_case_leaves_the_review_queue(
+    http: httpx.AsyncClient, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    agent = await tenant.agent()
+    ticket, complaint_id = await tenant.case(category="payment_failure", priority="P3",
+                                             needs_review=True)  # fmt: skip
+    before = (await http.get(f"/v1/cases/{ticket}", headers=agent.auth)).json()
+    path = f"/v1/cases/{ticket}/category"
+    corrected = await http.post(
+        path, json={"category": "fraud", "note": "Account takeover."}, headers=agent.auth
+    )
+    assert corrected.status_code == 200, corrected.text
+    answer = corrected.json()
+    assert (answer["category"], answer["priority"], answer["needs_review"]) == (
+        "fraud", "P3", False,
+    )  # fmt: skip
+    assert (answer["previous_category"], answer["changed"]) == ("payment_failure", True)
+    case = (await http.get(f"/v1/cases/{ticket}", headers=agent.auth)).json()
+    assert (case["category"], case["priority"], case["needs_review"]) == ("fraud", "P3", False)
+    assert case["status"] == "triaged"  # the status is left alone
+    assert case["clocks"] == before["clocks"]  # and so are the clocks
+    assert (case["history"][-1]["actor"], case["history"][-1]["note"]) == (
+        agent.id,
+        "Recategorised from payment_failure P3 to fraud P3. Account takeover.",
+    )
+    queue = (await http.get("/v1/cases?category=fraud", headers=agent.auth)).json()["items"]
+    assert [(i["ticket_no"], i["needs_review"]) for i in queue] == [(ticket, False)]
+
+    # The same values again: nothing recorded, nothing published.
+    again = await http.post(path, json={"category": "fraud"}, headers=agent.auth)
+    assert again.status_code == 200 and again.json()["changed"] is False
+    # With an Idempotency-Key: the replay answers the first answer.
+    same = {"Idempotency-Key": f"category-{uuid.uuid4()}"}
+    body = {"category": "fraud", "priority": "P1"}
+    first = await http.post(path, json=body, headers={**agent.auth, **same})
+    replay = await http.post(path, json=body, headers={**agent.auth, **same})
+    assert first.json()["changed"] is True and replay.json() == first.json()
+    assert replay.headers.get("idempotent-replayed") == "true"
+    reused = await http.post(path, json={"category": "fees"}, headers={**agent.auth, **same})
+    assert_problem(reused, 409)
+    rows = await db.fetch(
+        "SELECT message FROM outbox WHERE message_key = $1 ORDER BY id", str(complaint_id).encode()
+    )
+    events = [json.loads(r["message"]) for r in rows]
+    recategorised = [e for e in events if e["event_type"] == "complaint.recategorised"]
+    assert [(e["payload"]["category"], e["payload"]["priority"]) for e in recategorised] == [
+        ("fraud", "P3"),
+        ("fraud", "P1"),
+    ]
+    assert recategorised[0]["payload"]["corrected_by"] == agent.id
+
+
+async def test_a_correction_to_an_unknown_category_or_case_is_refused(
+    http: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    agent = await tenant.agent()
+    ticket, _ = await tenant.case()
+    path = f"/v1/cases/{ticket}/category"
+    for bad, field in (({"category": "spam"}, "category"), ({}, "category"),
+                       ({"category": "fraud", "priority": "P0"}, "priority"),
+                       ({"category": "fraud", "note": ""}, "note"),
+                       ({"category": "fraud", "by": "me"}, "by")):  # fmt: skip
+        refused = assert_problem(await http.post(path, json=bad, headers=agent.auth), 422)
+        assert [e["field"] for e in refused["errors"]] == [field], bad
+    for missing in ("WC-20260101-999999999", "not-a-ticket"):
+        answer = await http.post(
+            f"/v1/cases/{missing}/category", json={"category": "fraud"}, headers=agent.auth
+        )
+        assert_problem(answer, 404)
+    assert_problem(await http.post(path, json={"category": "fraud"}), 401)
+    bad_key = {"Idempotency-Key": "with space"}
+    answer = await http.post(path, json={"category": "fraud"}, headers={**agent.auth, **bad_key})
+    assert_problem(answer, 400)
+    case = (await http.get(f"/v1/cases/{ticket}", headers=agent.auth)).json()
+    assert (case["category"], case["priority"]) == ("duplicate_charge", "P2")
+
+
 # ------------------------------------------------------------------ the money
 
 
@@ -719,7 +798,8 @@ async def test_malformed_bodies_are_problems_not_server_errors(
     agent = await tenant.agent()
     ticket, _ = await tenant.case()
     for path in (f"/v1/cases/{ticket}/resolutions", f"/v1/cases/{ticket}/status",
-                 f"/v1/cases/{ticket}/messages", f"/v1/cases/{ticket}/assign"):  # fmt: skip
+                 f"/v1/cases/{ticket}/messages", f"/v1/cases/{ticket}/assign",
+                 f"/v1/cases/{ticket}/category"):  # fmt: skip
         headers = {**agent.auth, **key()}
         as_text = await http.post(
             path, content=b"{}", headers={**headers, "Content-Type": "text/plain"}

@@ -45,6 +45,7 @@ OPERATIONS = {
     ("post", "/v1/cases/{ticket_no}/messages"): {201, 400, 401, 404, 409, 413, 415, 422},
     ("post", "/v1/cases/{ticket_no}/claim"): {200, 401, 404, 409},
     ("post", "/v1/cases/{ticket_no}/assign"): {200, 400, 401, 404, 409, 413, 415, 422},
+    ("post", "/v1/cases/{ticket_no}/category"): {200, 400, 401, 404, 409, 413, 415, 422},
 }
 CLOCK_OPERATIONS = {("post", "/v1/cases/{ticket_no}/clocks/legal_final/extend")}
 CHECKS = [
@@ -230,6 +231,7 @@ def test_every_operation_documents_its_answers_and_errors(openapi: dict[str, Any
         ("/v1/cases/{ticket_no}/status", "StatusIn"),
         ("/v1/cases/{ticket_no}/messages", "MessageIn"),
         ("/v1/cases/{ticket_no}/assign", "AssignIn"),
+        ("/v1/cases/{ticket_no}/category", "RecategoriseIn"),
     ],
 )
 def test_request_bodies_have_schemas_and_examples_that_validate(
@@ -249,6 +251,7 @@ def test_the_money_calls_document_their_idempotency_key(openapi: dict[str, Any])
     required = {
         "/v1/cases/{ticket_no}/resolutions": True,
         "/v1/resolutions/{resolution_id}/approve": False,  # an approval is taken once anyway
+        "/v1/cases/{ticket_no}/category": False,  # the same correction again changes nothing
     }
     for path, needed in required.items():
         [key] = [

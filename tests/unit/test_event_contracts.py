@@ -131,6 +131,14 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "approved_by": ID,
         "reason": "The merchant's records are needed.",
     },
+    "complaint.recategorised": {
+        "category": "fraud",
+        "priority": "P1",
+        "previous_category": "payment_failure",
+        "previous_priority": "P3",
+        "corrected_by": ID,
+        "note": "An account takeover, not a failed payment.",
+    },
     "incident.opened": {
         "incident_id": ID,
         "kind": "merchant",
@@ -185,6 +193,7 @@ REQUIRED = {
     "complaint.agent_message": "text",
     "case.assigned": "agent_id",
     "complaint.clock_extended": "due_at",
+    "complaint.recategorised": "category",
     "incident.opened": "incident_id",
     "incident.updated": "complaint_count",
     "notification.sent": "type",

@@ -346,6 +346,7 @@ AGENT_API = {
     ("post", "/v1/cases/{ticket_no}/messages"): "MessageIn",
     ("post", "/v1/cases/{ticket_no}/claim"): None,
     ("post", "/v1/cases/{ticket_no}/assign"): "AssignIn",
+    ("post", "/v1/cases/{ticket_no}/category"): "RecategoriseIn",
     ("post", "/v1/cases/{ticket_no}/clocks/legal_final/extend"): "ExtendIn",
 }
 
@@ -377,6 +378,7 @@ def test_the_agent_api_is_documented_whole(resolution_doc: dict[str, Any]) -> No
     for key, required in (
         (("post", "/v1/cases/{ticket_no}/resolutions"), True),
         (("post", "/v1/resolutions/{resolution_id}/approve"), False),
+        (("post", "/v1/cases/{ticket_no}/category"), False),
     ):
         names = {p["name"]: p.get("required") for p in operations[key]["parameters"]}
         assert names.get("Idempotency-Key") is required, key

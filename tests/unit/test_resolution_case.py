@@ -31,7 +31,13 @@ from services.resolution.case import (
     needs_approval,
 )
 from services.resolution.case import Approver as Who
-from services.resolution.requests import AssignIn, MessageIn, ResolutionIn, StatusIn
+from services.resolution.requests import (
+    AssignIn,
+    MessageIn,
+    RecategoriseIn,
+    ResolutionIn,
+    StatusIn,
+)
 from services.resolution.settings import ResolutionSettings
 
 D = Decimal
@@ -397,6 +403,13 @@ def test_money_in_a_request_is_a_decimal_string_never_a_json_number() -> None:
         (MessageIn, {"text": "a\x00b"}, "text"),
         (MessageIn, {"text": "x", "request_information": "yes"}, "request_information"),
         (AssignIn, {"agent_id": "nope"}, "agent_id"),
+        (RecategoriseIn, {"category": "spam"}, "category"),
+        (RecategoriseIn, {"category": "Fraud"}, "category"),
+        (RecategoriseIn, {"priority": "P1"}, "category"),
+        (RecategoriseIn, {"category": "fraud", "priority": "P5"}, "priority"),
+        (RecategoriseIn, {"category": "fraud", "priority": 1}, "priority"),
+        (RecategoriseIn, {"category": "fraud", "note": "  "}, "note"),
+        (RecategoriseIn, {"category": "fraud", "confidence": 1}, "confidence"),
     ],
 )
 def test_request_bodies_refuse_what_they_do_not_know(
@@ -407,7 +420,7 @@ def test_request_bodies_refuse_what_they_do_not_know(
     assert [e["loc"][0] for e in raised.value.errors()] == [field]
 
 
-@pytest.mark.parametrize("model", [ResolutionIn, StatusIn, MessageIn, AssignIn])
+@pytest.mark.parametrize("model", [ResolutionIn, StatusIn, MessageIn, AssignIn, RecategoriseIn])
 def test_every_request_model_has_valid_examples(model: type[Any]) -> None:
     examples = model.model_json_schema()["examples"]
     assert examples

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from services.triage.classifier import Classifier
+from services.triage.corrections import Classified, LabelledExample, on_resolution_event
 from services.triage.domain import (
     Cause,
     DuplicateKey,
@@ -21,6 +22,7 @@ from services.triage.domain import (
 from services.triage.handler import TriageHandler
 from services.triage.incident_policy import IncidentPolicy
 from services.triage.rules import load_rules
+from services.triage.unit_of_work import ClassifiedText
 from shared.event_payloads import ComplaintReceived
 from shared.events import Envelope, TypedEnvelope, new_event
 from shared.metrics import ServiceMetrics
@@ -39,10 +41,28 @@ def _minute(at: datetime) -> datetime:
 class FakeTriagedComplaints:
     rows: dict[uuid.UUID, TriagedComplaint] = field(default_factory=dict)
     incident_of: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
+    texts: dict[uuid.UUID, ClassifiedText | None] = field(default_factory=dict)
 
-    async def add(self, complaint: TriagedComplaint) -> None:
+    async def add(self, complaint: TriagedComplaint, text: ClassifiedText | None = None) -> None:
         assert complaint.complaint_id not in self.rows  # the primary key
         self.rows[complaint.complaint_id] = complaint
+        self.texts[complaint.complaint_id] = text
+
+    async def classified(self, complaint_id: uuid.UUID) -> Classified | None:
+        row, text = self.rows.get(complaint_id), self.texts.get(complaint_id)
+        if row is None:
+            return None
+        return Classified(
+            complaint_id=row.complaint_id,
+            tenant_id=row.tenant_id,
+            ticket_no=row.ticket_no,
+            description=text.description if text else None,
+            channel=(text.channel or None) if text else None,
+            amount=text.amount if text else None,
+            currency=text.currency if text else None,
+            category=row.category,
+            priority=row.priority,
+        )
 
     async def not_in_incident(
         self, tenant_id: uuid.UUID, cause: Cause, received_after: datetime
@@ -148,12 +168,32 @@ class FakeIncidents:
         return incident
 
 
+@dataclass
+class FakeLabelledExamples:
+    rows: dict[uuid.UUID, LabelledExample] = field(default_factory=dict)
+
+    async def record(self, example: LabelledExample) -> None:
+        known = self.rows.get(example.complaint_id)
+        if known is None:
+            self.rows[example.complaint_id] = example
+        elif known.recorded_at <= example.recorded_at:  # the table's upsert
+            self.rows[example.complaint_id] = replace(
+                known,
+                category=example.category,
+                priority=example.priority,
+                corrected_by=example.corrected_by,
+                event_id=example.event_id,
+                recorded_at=example.recorded_at,
+            )
+
+
 class FakeTriageUnitOfWork:
     def __init__(self) -> None:
         self.complaints = FakeTriagedComplaints()
         self.duplicates = FakeDuplicates(self.complaints)
         self.incident_counters = FakeIncidentCounters()
         self.incidents = FakeIncidents()
+        self.examples = FakeLabelledExamples()
         self.emitted: list[tuple[str, Envelope]] = []
 
     def emit(self, event: Envelope, topic: str = COMPLAINTS_TRIAGED) -> None:
@@ -223,6 +263,15 @@ async def test_a_fraud_complaint_is_recorded_and_emits_triaged_p1(classifier: Cl
     assert p["tenant"] == {"jurisdiction": "cn", "locale": "zh-CN"}
     row = uow.complaints.rows[event.complaint_id]
     assert (row.category, row.priority, row.duplicate_of) == ("fraud", "P1", None)
+    # Kept with the decision: what the classifier read (for a correction to learn from).
+    text = uow.complaints.texts[event.complaint_id]
+    assert text is not None
+    assert (text.description, text.channel, str(text.amount), text.currency) == (
+        FRAUD,
+        "app",
+        "50.00",
+        "USD",
+    )
 
 
 async def test_the_same_transaction_again_is_linked_to_the_original(
@@ -292,3 +341,107 @@ async def test_a_merchant_threshold_opens_one_incident_later_ones_update_it(
         Cause("merchant", "example mart"),
         Cause("category", "fraud"),
     ]
+
+
+# ------------------------------------------------------------------ agents' corrections
+
+
+def recategorised(
+    of: TypedEnvelope[Any],
+    category: str,
+    priority: str,
+    *,
+    previous: tuple[str, str],
+    at: datetime = NOW + timedelta(hours=1),
+    event_type: str = "complaint.recategorised",
+    tenant_id: uuid.UUID = TENANT,
+) -> TypedEnvelope[Any]:
+    return new_event(
+        event_type,
+        producer="resolution",
+        tenant_id=tenant_id,
+        complaint_id=of.complaint_id,
+        ticket_no=of.ticket_no,
+        correlation_id=uuid.uuid4(),
+        occurred_at=at,
+        payload={
+            "category": category,
+            "priority": priority,
+            "previous_category": previous[0],
+            "previous_priority": previous[1],
+            "corrected_by": "agent-7",
+            "note": None,
+        },
+    ).typed()
+
+
+async def test_a_correction_records_the_classified_text_with_the_agents_label(
+    classifier: Classifier,
+) -> None:
+    uow = FakeTriageUnitOfWork()
+    complaint = received("My payment did not go through", amount="2300", currency="cny")
+    await handler(classifier)(complaint, uow)
+    decided = uow.complaints.rows[complaint.complaint_id]
+    await on_resolution_event(
+        recategorised(complaint, "fraud", "P1", previous=(decided.category, decided.priority)),
+        uow,
+    )
+
+    example = uow.examples.rows[complaint.complaint_id]
+    assert example.description == "My payment did not go through"
+    assert (example.channel, str(example.amount), example.currency) == ("app", "2300", "CNY")
+    assert (example.category, example.priority, example.corrected_by) == ("fraud", "P1", "agent-7")
+    assert (example.previous_category, example.previous_priority) == (
+        decided.category,
+        decided.priority,
+    )
+    assert example.recorded_at == NOW + timedelta(hours=1)
+    assert uow.emitted[1:] == []  # a correction emits nothing of triage's
+
+
+async def test_a_second_correction_replaces_the_label_and_keeps_triages_decision(
+    classifier: Classifier,
+) -> None:
+    uow = FakeTriageUnitOfWork()
+    complaint = received("My payment did not go through")
+    await handler(classifier)(complaint, uow)
+    decided = uow.complaints.rows[complaint.complaint_id]
+    first = recategorised(complaint, "fraud", "P1", previous=(decided.category, decided.priority))
+    second = recategorised(
+        complaint, "transfer_delay", "P2", previous=("fraud", "P1"), at=NOW + timedelta(hours=2)
+    )
+    for event in (first, second, first):  # the first redelivered late: older, ignored
+        await on_resolution_event(event, uow)
+
+    [example] = uow.examples.rows.values()
+    assert (example.category, example.priority, example.event_id) == (
+        "transfer_delay",
+        "P2",
+        second.event_id,
+    )
+    assert example.previous_category == decided.category  # triage's, not the first label
+
+
+async def test_other_resolution_events_and_unknown_complaints_record_nothing(
+    classifier: Classifier,
+) -> None:
+    uow = FakeTriageUnitOfWork()
+    complaint = received()
+    await handler(classifier)(complaint, uow)
+    status = new_event(
+        "complaint.status_changed",
+        producer="resolution",
+        tenant_id=TENANT,
+        complaint_id=complaint.complaint_id,
+        ticket_no=complaint.ticket_no,
+        correlation_id=uuid.uuid4(),
+        payload={"status": "in_progress", "category": "fees"},
+    ).typed()
+    stranger = received()  # never triaged here
+    other_tenant = recategorised(
+        complaint, "fees", "P3", previous=("fraud", "P1"), tenant_id=uuid.uuid4()
+    )
+    for event in (status, recategorised(stranger, "fees", "P3", previous=("fraud", "P1")),
+                  other_tenant):  # fmt: skip
+        await on_resolution_event(event, uow)
+    assert uow.examples.rows == {}
