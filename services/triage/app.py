@@ -7,15 +7,13 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.triage import incidents
-from services.triage.classifier import Classifier
+from services.triage import corrections, incidents
 from services.triage.handler import TriageHandler
-from services.triage.rules import load_rules
 from services.triage.settings import TriageSettings
 from services.triage.unit_of_work import bind
 from shared.runtime import ServiceRuntime
 from shared.service_app import build_app
-from shared.topics import COMPLAINTS_RECEIVED
+from shared.topics import COMPLAINTS_RECEIVED, COMPLAINTS_RESOLUTION
 
 SCHEMA = "triage"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -23,8 +21,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def create_app(settings: TriageSettings | None = None) -> FastAPI:
     settings = settings or TriageSettings()
-    # Rules are validated here, at start-up: a broken rules file stops the service loudly.
-    classifier = Classifier(load_rules(settings.rules_file))
+    classifier = settings.classifier()
     runtime = ServiceRuntime(settings, SCHEMA)
     triage = TriageHandler(
         classifier,
@@ -33,6 +30,7 @@ def create_app(settings: TriageSettings | None = None) -> FastAPI:
         incident_policy=settings.incident_policy(),
     )
     runtime.on(COMPLAINTS_RECEIVED, bind(triage))
+    runtime.on(COMPLAINTS_RESOLUTION, bind(corrections.on_resolution_event))
     runtime.add_background(
         incidents.purge_counts_loop(lambda: runtime.pool, settings.incident_policy()),
         name="incident_counter_purge",

@@ -29,6 +29,16 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from services.triage.decision import (
+    DecisionPolicy,
+    FraudSignals,
+    RuleSupport,
+    apply_floor,
+    decide_category,
+    needs_review,
+    safety_floor,
+)
+from services.triage.model import TextModel
 from services.triage.rules import (
     CATEGORIES,
     PRIORITIES,
@@ -78,6 +88,8 @@ class Classification:
     reasons: tuple[str, ...]
     regulatory_issue: str
     actions: tuple[str, ...]
+    confidence: float = 1.0  # 0-1, how sure the decision is (decision.py)
+    needs_review: bool = False  # below the policy's threshold: a human categorises it
 
 
 @dataclass(frozen=True)
@@ -87,25 +99,65 @@ class DueTimes:
 
 
 class Classifier:
-    def __init__(self, rules: TriageRules) -> None:
+    """The rules, and the text model beside them when one is given (decision.py says how
+    the two make one decision). Without a model the rules decide alone."""
+
+    def __init__(
+        self,
+        rules: TriageRules,
+        model: TextModel | None = None,
+        policy: DecisionPolicy | None = None,
+    ) -> None:
         self._rules = rules
+        self._model = model
+        self._policy = policy or DecisionPolicy()
         lexicon = frozenset(
             word for rule in rules.categories for term in rule.terms for word in term.words
         )
         self._typos = _TypoRepair(rules.normalisation, lexicon)
 
+    @property
+    def has_model(self) -> bool:
+        return self._model is not None
+
+    def prepare_text(self, description: str) -> str:
+        """The text both halves read: normalised, typos repaired (train.py uses it too)."""
+        return self._prepare(description)[0]
+
     def classify(self, facts: ComplaintFacts) -> Classification:
         text, typo_reasons = self._prepare(facts.description)
         evidence, negation_reasons = _Matcher(self._rules, text).run()
-        category, category_reasons = self._decide(evidence, facts.category_hint)
+        rules_category, support, category_reasons = self._decide(evidence, facts.category_hint)
+        prediction = self._model.predict(text) if self._model else None
+        decision = decide_category(rules_category, support, prediction, self._policy)
+        category = decision.category
         priority, priority_reasons = self._priority(category, facts)
+        floor, floor_reason = safety_floor(
+            FraudSignals(
+                rules_score=evidence["fraud"].score,
+                rules_min_score=self._rules.scoring.min_score,
+                model_probability=prediction.probability("fraud") if prediction else None,
+            ),
+            self._policy,
+        )
+        if floor_reason and apply_floor(priority, floor) != priority:
+            priority = apply_floor(priority, floor)
+            priority_reasons.append(floor_reason)
         rule = self._rules.category(category)
         return Classification(
             category=category,
             priority=priority,
-            reasons=(*typo_reasons, *negation_reasons, *category_reasons, *priority_reasons),
+            reasons=(
+                *typo_reasons,
+                *negation_reasons,
+                *category_reasons,
+                *decision.reasons,
+                *priority_reasons,
+            ),
             regulatory_issue=rule.regulatory_issue,
             actions=rule.actions,
+            confidence=decision.confidence,
+            needs_review=needs_review(decision.confidence, self._policy),
         )
 
     def due_times(self, priority: str, received_at: datetime) -> DueTimes:
@@ -127,7 +179,9 @@ class Classifier:
         text, repairs = self._typos.repair(text)
         return text, [f"read '{typo}' as '{word}'" for typo, word in repairs]
 
-    def _decide(self, evidence: Mapping[str, _Evidence], hint: str | None) -> tuple[str, list[str]]:
+    def _decide(
+        self, evidence: Mapping[str, _Evidence], hint: str | None
+    ) -> tuple[str, RuleSupport, list[str]]:
         scoring = self._rules.scoring
         reasons: list[str] = []
         hint = self._valid_hint(hint, reasons)
@@ -152,10 +206,12 @@ class Classifier:
                 for name in applies[1:]
             ]
             reasons += self._outweighed(evidence, totals, applies, strongest)
+            support: RuleSupport = "applies"
         else:
             winner = self._weak_winner(evidence, totals, reasons)
+            support = "weak" if evidence[winner].score > 0 else "none"
         reasons += _hint_reasons(hint, winner, scoring.hint_weight)
-        return winner, reasons
+        return winner, support, reasons
 
     def _not_incidental(self, evidence: _Evidence, strongest: float) -> bool:
         """A strong term always counts; weaker evidence must hold its own against the

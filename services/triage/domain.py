@@ -96,6 +96,8 @@ def triaged_payload(
         "category": result.category,
         "priority": result.priority,
         "reasons": list(result.reasons),
+        "confidence": result.confidence,
+        "needs_review": result.needs_review,
         "regulatory_issue": result.regulatory_issue,
         "actions": list(result.actions),
         "first_response_due": due.first_response_due.isoformat(),

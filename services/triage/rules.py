@@ -31,6 +31,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from zhconv import zhconv as zhconv_tables
+
 # The contract's categories, in precedence order: when several apply, the first wins.
 CATEGORIES: tuple[str, ...] = (
     "fraud",
@@ -57,6 +59,18 @@ TIERS: tuple[str, ...] = ("strong", "medium", "weak", "counter")
 DEFAULT_RULES_PATH = Path(__file__).with_name("rules.toml")
 
 _ASCII_WORD = re.compile(r"[a-z0-9]")
+
+
+@functools.cache
+def _zhconv_char_map() -> Mapping[int, str]:
+    """zhconv's one-character traditional-to-simplified conversions, as a translate table
+    (str.translate is far faster than zhconv's phrase-by-phrase convert)."""
+    table = zhconv_tables.getdict("zh-cn")
+    return MappingProxyType(
+        {ord(t): s for t, s in table.items() if len(t) == 1 and len(s) == 1 and t != s}
+    )
+
+
 _INFLECTION = r"(?:s|es|d|ed|ing)?"
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -266,7 +280,8 @@ def _normalisation(table: Mapping[str, Any]) -> Normalisation:
         },
     )
     pairs = _string(table, "traditional_to_simplified", where).split()
-    char_map: dict[int, str] = {}
+    # zhconv's table covers every traditional character; the file's own pairs win.
+    char_map: dict[int, str] = dict(_zhconv_char_map())
     for pair in pairs:
         if len(pair) != 2:
             raise ValueError(f"{where} traditional_to_simplified: '{pair}' is not a char pair")

@@ -5,7 +5,11 @@ from pathlib import Path
 
 from pydantic_settings import SettingsConfigDict
 
+from services.triage.classifier import Classifier
+from services.triage.decision import DecisionPolicy
 from services.triage.incident_policy import IncidentPolicy
+from services.triage.model import DEFAULT_MODEL_PATH, TextModel
+from services.triage.rules import load_rules
 from shared.settings import ServiceSettings
 
 
@@ -18,6 +22,12 @@ class TriageSettings(ServiceSettings):
     http_port: int = 8081
     # Lexicons, weights, thresholds and due times; None means the bundled rules.toml.
     rules_file: Path | None = None
+    # The text model beside the rules (python -m services.triage train writes it); None
+    # means the bundled model/triage_model.npz. TRIAGE_USE_MODEL=false: the rules alone.
+    model_file: Path | None = None
+    use_model: bool = True
+    # A decision less confident than this is flagged needs_review (top of the queue).
+    review_below: float = DecisionPolicy.review_below
     # A complaint about the same transaction by the same customer within this window
     # is linked to the first one instead of opening a second case.
     duplicate_window_days: int = 30
@@ -27,6 +37,16 @@ class TriageSettings(ServiceSettings):
     incident_merchant_min_complaints: int = 5
     incident_category_min_complaints: int = 20
     incident_spike_factor: float = 3.0
+
+    def classifier(self) -> Classifier:
+        """Rules and model are loaded and validated here, at start-up: a broken file
+        stops the service loudly."""
+        rules = load_rules(self.rules_file)
+        model = TextModel.load(self.model_file or DEFAULT_MODEL_PATH) if self.use_model else None
+        return Classifier(rules, model, DecisionPolicy(review_below=self.review_below))
+
+    def classifier_without_model(self) -> Classifier:
+        return Classifier(load_rules(self.rules_file))
 
     def incident_policy(self) -> IncidentPolicy:
         return IncidentPolicy(

@@ -13,6 +13,7 @@ import pytest
 from services.triage.classifier import Classifier
 from services.triage.classify_cli import classify_lines
 from services.triage.rules import load_rules
+from services.triage.settings import TriageSettings
 
 LABELLED = Path(__file__).resolve().parents[1] / "data" / "triage_labelled.jsonl"
 
@@ -126,6 +127,7 @@ def test_the_command_line_matches_the_service_code_path(
     )
 
     printed = [json.loads(text) for text in done.stdout.splitlines()]
-    _, expected = run([json.dumps(row) for row in rows], classifier)
+    # The service's own classifier: the rules and the shipped model.
+    _, expected = run([json.dumps(row) for row in rows], TriageSettings().classifier())
     assert printed == expected
     assert set(printed[0]) == {"id", "category", "priority", "reasons"}

@@ -1,0 +1,120 @@
+"""How the rules and the text model make one decision, how sure it is, and the safety
+floor on priority. Pure functions over the two halves' outputs; no I/O.
+
+Category. Each half has a say: the model's probability for every category, plus a bonus
+for the category the rules chose, larger when a rule *applied* (a strong term, or a score
+that held its own) than when the rules only saw a weak signal. The highest sum wins.
+So a clear rule hit stands unless the model is confident of something else, and where
+the rules are silent or weak the model decides.
+
+Confidence is that winning sum over the most it could have been, so it reads as a
+probability: both halves agreeing on a clear case is near 1, a weak rule the model
+doubts is near 0.3. Below ``review_below`` the decision ``needs_review``.
+
+Safety floor. A complaint that speaks of money taken, lost or moved without consent, an
+account taken over, or a scam is never below P2, and is P1 when the rules or the model
+see fraud, whatever the category. "The rules see fraud": the fraud lexicon reaches the
+minimum score (even when another category took precedence or outweighed it). "The model
+sees fraud": its fraud probability reaches ``fraud_p1``. A weaker trace of either (any
+fraud term, or a fraud probability of ``fraud_p2``) puts the floor at P2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from services.triage.model import Prediction
+
+RuleSupport = Literal["applies", "weak", "none"]
+
+
+@dataclass(frozen=True)
+class DecisionPolicy:
+    # Tuned by cross-validation on the development part only (README "Triage").
+    rule_bonus_applies: float = 0.6
+    rule_bonus_weak: float = 0.2
+    review_below: float = 0.5
+    fraud_p1: float = 0.3
+    fraud_p2: float = 0.3
+
+
+@dataclass(frozen=True)
+class CategoryDecision:
+    category: str
+    confidence: float
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FraudSignals:
+    rules_score: float  # the fraud lexicon's text score (0 when no fraud term matched)
+    rules_min_score: float  # what a category needs to apply
+    model_probability: float | None  # None without a model
+
+
+def decide_category(
+    rules_category: str,
+    support: RuleSupport,
+    prediction: Prediction | None,
+    policy: DecisionPolicy,
+) -> CategoryDecision:
+    if prediction is None:
+        # Rules alone: how clear their signal was is all there is to go on.
+        confidence = {"applies": 0.8, "weak": 0.45, "none": 0.3}[support]
+        return CategoryDecision(rules_category, confidence, ())
+    bonus = _bonus(support, policy)
+    combined = dict(prediction.probabilities)
+    combined[rules_category] = combined.get(rules_category, 0.0) + bonus
+    # Ties go to the rules' category: it is the explainable one.
+    winner = max(combined, key=lambda c: (combined[c], c == rules_category))
+    confidence = combined[winner] / (1.0 + bonus)
+    features = ", ".join(f"'{c.feature.removeprefix('w:')}'" for c in prediction.top_features)
+    reasons = [
+        f"model: {prediction.category} p={prediction.probability(prediction.category):.2f}"
+        + (f" (top features {features})" if features else "")
+    ]
+    if winner != rules_category:
+        reasons.append(
+            f"model's {winner} (p={prediction.probability(winner):.2f}) outweighs the rules' "
+            f"{rules_category} ({support}) -> {winner}"
+        )
+    elif prediction.category != rules_category:
+        reasons.append(
+            f"rules' {rules_category} ({support}) outweighs the model's {prediction.category}"
+        )
+    return CategoryDecision(winner, round(confidence, 3), tuple(reasons))
+
+
+def _bonus(support: RuleSupport, policy: DecisionPolicy) -> float:
+    if support == "applies":
+        return policy.rule_bonus_applies
+    if support == "weak":
+        return policy.rule_bonus_weak
+    return 0.0
+
+
+def needs_review(confidence: float, policy: DecisionPolicy) -> bool:
+    return confidence < policy.review_below
+
+
+def safety_floor(signals: FraudSignals, policy: DecisionPolicy) -> tuple[str | None, str | None]:
+    """The highest priority the complaint may have at least, and why (None: no floor)."""
+    p = signals.model_probability
+    if signals.rules_score >= signals.rules_min_score:
+        return (
+            "P1",
+            f"safety floor: the fraud rules see fraud (score {signals.rules_score:g}) -> P1",
+        )
+    if p is not None and p >= policy.fraud_p1:
+        return "P1", f"safety floor: the model sees fraud (p={p:.2f}) -> P1"
+    if signals.rules_score > 0:
+        return "P2", "safety floor: a fraud term matched -> at least P2"
+    if p is not None and p >= policy.fraud_p2:
+        return "P2", f"safety floor: the model sees a trace of fraud (p={p:.2f}) -> at least P2"
+    return None, None
+
+
+def apply_floor(priority: str, floor: str | None) -> str:
+    # "P1" < "P2" < ...: the smaller string is the higher priority.
+    return min(priority, floor) if floor else priority

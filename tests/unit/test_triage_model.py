@@ -1,0 +1,87 @@
+"""The text model beside the rules: the service's numpy scoring equals scikit-learn's
+own, the file round-trips without pickle, and the decision carries confidence,
+needs_review, the model's features and the safety floor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.triage import labelled, train
+from services.triage.classifier import Classifier, ComplaintFacts
+from services.triage.decision import DecisionPolicy, FraudSignals, safety_floor
+from services.triage.model import DEFAULT_MODEL_PATH, TextModel, analyse
+from services.triage.rules import load_rules
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.fixture(scope="module")
+def examples() -> list[labelled.LabelledComplaint]:
+    return labelled.read_files([DATA / "triage_labelled.jsonl", DATA / "triage_dev.jsonl"])
+
+
+def test_analyse_gives_chinese_bigrams_and_english_trigrams() -> None:
+    features = analyse("钱没了 refund")
+    assert {"钱", "钱没", "没了", "w:refund", " re", "nd "} <= set(features)
+
+
+def test_numpy_scores_equal_scikit_learns(examples, tmp_path: Path) -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    rules_only = Classifier(load_rules())
+    subset = examples[::3]
+    model = train.fit(subset, rules_only)
+    texts = [rules_only.prepare_text(e.facts.description) for e in subset]
+    vectoriser = TfidfVectorizer(analyzer=analyse, sublinear_tf=True).fit(texts)
+    reference = LogisticRegression(C=train.REGULARISATION_C, max_iter=5000)
+    reference.fit(vectoriser.transform(texts), [e.category for e in subset])
+    probe = texts[:40]
+    expected = reference.predict_proba(vectoriser.transform(probe))
+    model.save(tmp_path / "m.npz")
+    loaded = TextModel.load(tmp_path / "m.npz")  # float32 on disk
+    for text, row in zip(probe, expected, strict=True):
+        got = loaded.predict(text).probabilities
+        assert np.allclose([got[c] for c in reference.classes_], row, atol=1e-3)
+
+
+def test_the_shipped_model_loads_and_decides_with_reasons() -> None:
+    classifier = Classifier(load_rules(), TextModel.load(DEFAULT_MODEL_PATH))
+    result = classifier.classify(ComplaintFacts("每次转账都要扣两块钱，太坑了", channel="app"))
+    assert 0.0 <= result.confidence <= 1.0
+    assert any(reason.startswith("model: ") for reason in result.reasons)
+
+
+def test_uncertain_decisions_need_review() -> None:
+    classifier = Classifier(
+        load_rules(), TextModel.load(DEFAULT_MODEL_PATH), DecisionPolicy(review_below=0.99)
+    )
+    result = classifier.classify(ComplaintFacts("hmm", channel="app"))
+    assert result.needs_review is True
+    assert result.confidence < 0.99
+
+
+@pytest.mark.parametrize(
+    ("signals", "floor"),
+    [
+        (FraudSignals(rules_score=2.0, rules_min_score=2.0, model_probability=0.0), "P1"),
+        (FraudSignals(rules_score=0.0, rules_min_score=2.0, model_probability=0.5), "P1"),
+        (FraudSignals(rules_score=1.0, rules_min_score=2.0, model_probability=0.0), "P2"),
+        (FraudSignals(rules_score=0.0, rules_min_score=2.0, model_probability=0.01), None),
+    ],
+)
+def test_safety_floor(signals: FraudSignals, floor: str | None) -> None:
+    assert safety_floor(signals, DecisionPolicy())[0] == floor
+
+
+def test_the_floor_lifts_a_low_category_that_speaks_of_stolen_money() -> None:
+    # "someone" and the clicked link are fraud evidence even where another category wins.
+    result = Classifier(load_rules()).classify(
+        ComplaintFacts(
+            "The app keeps crashing after I clicked the link, and my balance is gone", channel="app"
+        )
+    )
+    assert result.priority in ("P1", "P2")
