@@ -380,6 +380,13 @@ def cpu_summary(runs: list[dict[str, Any]]) -> dict[str, float | None]:
     return {key: _median([c[key] for c in costs if c.get(key) is not None]) for key in CPU_KEYS}
 
 
+def _triage_classify_1000_s() -> float:
+    # bench.micro imports this module's DESCRIPTIONS: imported here, not at the top.
+    from bench.micro import classify_1000_s
+
+    return classify_1000_s()
+
+
 async def main() -> None:
     env = stack_env()
     sink = AckSink()
@@ -444,6 +451,7 @@ async def main() -> None:
         "cpu_ms_per_complaint": cpu_summary(runs),
         "cpu_cost_offered_per_s": CPU_COST_RATE,
         "soak": soak_summary,
+        "triage_classify_1000_cpu_s": _triage_classify_1000_s(),
         "latency_curve": curve.summary_points(curve_points),
         "knee_per_s": curve.knee(curve_points),
         "knee_rule": f"highest offered rate with p99 < {curve.KNEE_P99_MS:g} ms, all acknowledged",
