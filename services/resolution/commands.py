@@ -65,6 +65,7 @@ from shared.event_payloads import (
 )
 from shared.events import Envelope, new_event
 from shared.metrics import ServiceMetrics
+from shared.money import money_string as money
 from shared.problems import Problem
 
 PRODUCER = "resolution"
@@ -165,17 +166,6 @@ def _entry(row: asyncpg.Record) -> Entry:
 
 def _ledger(case: asyncpg.Record, rows: list[asyncpg.Record]) -> Ledger:
     return Ledger(case["amount"], case["currency"], tuple(_entry(r) for r in rows))
-
-
-def money(amount: Decimal | None) -> str | None:
-    """A decimal string with at least two decimals (numeric(19,4) pads to four), as the
-    case detail (queries.money) shows it."""
-    if amount is None:
-        return None
-    normalized = amount.normalize()
-    if normalized.as_tuple().exponent > -2:  # type: ignore[operator]
-        normalized = normalized.quantize(Decimal("0.01"))
-    return format(normalized, "f")
 
 
 def _money_value(amount: Decimal | None) -> Decimal | None:

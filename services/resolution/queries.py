@@ -14,12 +14,12 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
 from services.resolution import clock_store
+from shared.money import money_string as money
 from shared.problems import Problem
 
 MAX_PAGE = 100
@@ -333,16 +333,6 @@ def _message(m: asyncpg.Record, ticket_no: str) -> dict[str, Any]:
         "evidence": list(m["evidence"] or []),
         "request_information": m["request_information"],
     }
-
-
-def money(amount: Decimal | None) -> str | None:
-    """A decimal string, never a float; at least two decimals (numeric(19,4) pads to four)."""
-    if amount is None:
-        return None
-    normalized = amount.normalize()
-    if normalized.as_tuple().exponent > -2:  # type: ignore[operator]
-        normalized = normalized.quantize(Decimal("0.01"))
-    return format(normalized, "f")
 
 
 def iso(value: datetime | None) -> str | None:

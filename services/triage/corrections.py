@@ -26,6 +26,7 @@ from shared.db import connect
 from shared.event_payloads import ComplaintRecategorised
 from shared.events import TypedEnvelope
 from shared.logging import get_logger
+from shared.money import money_string as decimal_string
 
 if TYPE_CHECKING:
     from services.triage.unit_of_work import UnitOfWork
@@ -115,17 +116,6 @@ async def on_resolution_event(event: TypedEnvelope[Any], uow: UnitOfWork) -> Non
         )
         return
     await uow.examples.record(example)
-
-
-def decimal_string(amount: Decimal | None) -> str | None:
-    """A decimal string with at least two decimals ("2300.00", "86.50", "0.1234"), never a
-    float and never an exponent (numeric(19,4) pads to four decimals)."""
-    if amount is None:
-        return None
-    normalized = amount.normalize()
-    if normalized.as_tuple().exponent > -2:  # type: ignore[operator]
-        normalized = normalized.quantize(Decimal("0.01"))
-    return format(normalized, "f")
 
 
 def correction_row(example: LabelledExample) -> dict[str, Any]:
