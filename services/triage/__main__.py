@@ -10,6 +10,7 @@ from pathlib import Path
 
 from services.triage import evaluate, labelled, train
 from services.triage.app import MIGRATIONS, SCHEMA, create_app
+from services.triage.classifier import Classifier
 from services.triage.classify_cli import classify_lines
 from services.triage.corrections import load_corrections
 from services.triage.model import DEFAULT_MODEL_PATH
@@ -47,6 +48,13 @@ def main(argv: list[str]) -> int:
         metavar="K",
         help="instead of writing a model, print K-fold figures on the data",
     )
+    learning.add_argument(
+        "--validate",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="instead of writing a model, fit on --data and print the figures on FILE",
+    )
     args = parser.parse_args(argv)
     settings = TriageSettings()
 
@@ -80,6 +88,10 @@ def _train(args: argparse.Namespace, settings: TriageSettings) -> int:
         print(evaluate.render(report))
         return 0
     model = train.fit(examples, settings.classifier_without_model(), sources=sources)
+    if args.validate:
+        classifier = Classifier(rules, model, settings.decision_policy())
+        print(evaluate.render(evaluate.run(labelled.read_files(args.validate), classifier)))
+        return 0
     model.save(args.out)
     print(f"wrote {args.out}: {len(examples)} examples, {len(model.classes)} categories")
     return 0

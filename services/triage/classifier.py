@@ -38,7 +38,7 @@ from services.triage.decision import (
     needs_review,
     safety_floor,
 )
-from services.triage.model import TextModel
+from services.triage.model import Prediction, TextModel
 from services.triage.rules import (
     CATEGORIES,
     PRIORITIES,
@@ -132,6 +132,8 @@ class Classifier:
         decision = decide_category(rules_category, support, prediction, self._policy)
         category = decision.category
         priority, priority_reasons = self._priority(category, facts)
+        if prediction is not None:
+            priority = self._hedge(priority, category, prediction, facts, priority_reasons)
         floor, floor_reason = safety_floor(
             FraudSignals(
                 rules_score=evidence["fraud"].score,
@@ -276,6 +278,30 @@ class Classifier:
         if facts.amount is not None:
             priority = self._large_amount(facts.amount, facts.currency, priority, reasons)
         return priority, reasons
+
+    def _hedge(
+        self,
+        priority: str,
+        category: str,
+        prediction: Prediction,
+        facts: ComplaintFacts,
+        reasons: list[str],
+    ) -> str:
+        """Where the model gives a more urgent category a fair chance, the complaint gets
+        that category's priority: a doubtful decision errs towards the customer."""
+        threshold = self._policy.priority_hedge
+        if threshold is None:
+            return priority
+        for other, probability in prediction.probabilities.items():
+            if other == category or probability < threshold:
+                continue
+            candidate, _ = self._priority(other, facts)
+            if candidate < priority:  # "P1" < "P2": the smaller string is more urgent
+                reasons.append(
+                    f"the model gives {other} p={probability:.2f} -> priority {candidate}"
+                )
+                priority = candidate
+        return priority
 
     def _large_amount(
         self, amount: Decimal, currency: str | None, priority: str, reasons: list[str]

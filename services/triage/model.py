@@ -9,8 +9,9 @@ checks that these scores equal scikit-learn's own.
 
 Features (``analyse``) need no word segmentation: Chinese runs give character unigrams
 and bigrams, other words give the word and its character trigrams (which survive a
-typo). Text is normalised first by the rules' normalisation plus a complete traditional
-to simplified character table, so both halves read the same text.
+typo), and neighbouring words give a bigram ("never arrived", "not me"). Text is
+normalised first by the rules' normalisation plus a complete traditional to simplified
+character table, so both halves read the same text.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 
 DEFAULT_MODEL_PATH = Path(__file__).with_name("model") / "triage_model.npz"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: word bigrams among the features
 
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _WORD = re.compile(r"[a-z][a-z']*")
@@ -36,11 +38,18 @@ def analyse(text: str) -> list[str]:
     for run in _CJK_RUN.findall(text):
         features.extend(run)
         features.extend(run[i : i + 2] for i in range(len(run) - 1))
-    for word in _WORD.findall(text):
+    words = _WORD.findall(text)
+    for word in words:
         features.append(f"w:{word}")
         padded = f" {word} "
         features.extend(padded[i : i + 3] for i in range(len(padded) - 2))
+    features.extend(f"b:{first} {second}" for first, second in pairwise(words))
     return features
+
+
+def readable(feature: str) -> str:
+    """A feature as a reason shows it: the word or words, without their kind's prefix."""
+    return feature.removeprefix("w:").removeprefix("b:")
 
 
 @dataclass(frozen=True)

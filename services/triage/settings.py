@@ -43,7 +43,10 @@ class TriageSettings(ServiceSettings):
         stops the service loudly."""
         rules = load_rules(self.rules_file)
         model = TextModel.load(self.model_file or DEFAULT_MODEL_PATH) if self.use_model else None
-        return Classifier(rules, model, DecisionPolicy(review_below=self.review_below))
+        return Classifier(rules, model, self.decision_policy())
+
+    def decision_policy(self) -> DecisionPolicy:
+        return DecisionPolicy(review_below=self.review_below)
 
     def classifier_without_model(self) -> Classifier:
         return Classifier(load_rules(self.rules_file))
