@@ -39,7 +39,7 @@ class DecisionPolicy:
     # Chosen on the development data only: the model trained without the development
     # part scored on it, and without the safety development part on that (README
     # "Triage"). The test parts played no part.
-    rule_bonus_applies: float = 0.4
+    rule_bonus_applies: float = 0.2
     rule_bonus_weak: float = 0.0
     review_below: float = 0.5
     fraud_p1: float = 0.5
@@ -51,7 +51,7 @@ class DecisionPolicy:
     # A category the model gives at least this probability lends its priority when it is
     # more urgent than the decision's: a doubtful decision errs towards the customer.
     # None: off.
-    priority_hedge: float | None = 0.25
+    priority_hedge: float | None = 0.2
 
 
 @dataclass(frozen=True)
