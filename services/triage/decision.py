@@ -38,7 +38,7 @@ RuleSupport = Literal["applies", "weak", "none"]
 class DecisionPolicy:
     # Chosen on the development data only: the model trained without the development
     # part scored on it, and without the safety development part on that (README
-    # "Triage"). The test parts played no part.
+    # "Tests"). The test parts played no part.
     rule_bonus_applies: float = 0.2
     rule_bonus_weak: float = 0.0
     review_below: float = 0.5

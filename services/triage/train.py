@@ -21,12 +21,12 @@ from services.triage.labelled import LabelledComplaint
 from services.triage.model import TextModel, analyse
 from services.triage.rules import TriageRules
 
-# Inverse regularisation strength, chosen by cross-validation on the development part
-# (README "Triage"): larger fits the examples harder, smaller generalises more.
+# Inverse regularisation strength, chosen on the development part (README "Tests"):
+# larger fits the examples harder, smaller generalises more.
 REGULARISATION_C = 20.0
 # Every category weighs the same in training, however many examples it has: the safety
 # examples make fraud several times as common as any other category, which would tilt
-# every doubtful complaint towards it (cross-validated on the development part).
+# every doubtful complaint towards it (chosen on the development part).
 CLASS_WEIGHT = "balanced"
 
 
