@@ -19,9 +19,10 @@ model gives fraud at least ``fraud_p1_with_rules``. "The model sees fraud": its 
 probability reaches ``fraud_p1``. A weaker trace of either (any fraud term, or a fraud
 probability of ``fraud_p2``) puts the floor at P2.
 
-Priority hedge. Where the model gives a more urgent category than the decided one at
-least ``priority_hedge``, the complaint takes that category's priority (classifier.py):
-the category stays the likeliest one, the clock the safest one.
+Priority hedge (opt-in, ``TRIAGE_PRIORITY_HEDGE``). Where the model gives a more urgent
+category than the decided one at least ``priority_hedge``, the complaint takes that
+category's priority (classifier.py): the category stays the likeliest one, the clock the
+safest one. It departs from the contract's priority rule, so it is off by default.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ class DecisionPolicy:
     fraud_p1_with_rules: float = 0.2
     # A category the model gives at least this probability lends its priority when it is
     # more urgent than the decision's: a doubtful decision errs towards the customer.
-    # None: off.
-    priority_hedge: float | None = 0.2
+    # Off by default (None): the priority then follows CONTRACT section 5 from the
+    # category, channel and amount, with the safety floor as the only exception.
+    priority_hedge: float | None = None
 
 
 @dataclass(frozen=True)

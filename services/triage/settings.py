@@ -28,6 +28,9 @@ class TriageSettings(ServiceSettings):
     use_model: bool = True
     # A decision less confident than this is flagged needs_review (top of the queue).
     review_below: float = DecisionPolicy.review_below
+    # Opt-in: a more urgent category the model gives at least this probability lends its
+    # priority (decision.py). Unset: priority follows the contract's rule.
+    priority_hedge: float | None = DecisionPolicy.priority_hedge
     # A complaint about the same transaction by the same customer within this window
     # is linked to the first one instead of opening a second case.
     duplicate_window_days: int = 30
@@ -46,7 +49,7 @@ class TriageSettings(ServiceSettings):
         return Classifier(rules, model, self.decision_policy())
 
     def decision_policy(self) -> DecisionPolicy:
-        return DecisionPolicy(review_below=self.review_below)
+        return DecisionPolicy(review_below=self.review_below, priority_hedge=self.priority_hedge)
 
     def classifier_without_model(self) -> Classifier:
         return Classifier(load_rules(self.rules_file))

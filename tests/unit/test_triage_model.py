@@ -14,6 +14,7 @@ from services.triage.classifier import Classifier, ComplaintFacts
 from services.triage.decision import DecisionPolicy, FraudSignals, safety_floor
 from services.triage.model import DEFAULT_MODEL_PATH, Prediction, TextModel, analyse
 from services.triage.rules import load_rules
+from services.triage.settings import TriageSettings
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -105,10 +106,19 @@ def test_a_doubtful_decision_takes_the_more_urgent_priority() -> None:
             return prediction
 
     facts = ComplaintFacts("money gone somewhere", channel="app")
-    hedged = Classifier(load_rules(), Model(), DecisionPolicy(rule_bonus_applies=0.0))
-    plain = Classifier(load_rules(), Model(), DecisionPolicy(priority_hedge=None))
+    hedged = Classifier(
+        load_rules(), Model(), DecisionPolicy(rule_bonus_applies=0.0, priority_hedge=0.2)
+    )
+    plain = Classifier(load_rules(), Model(), DecisionPolicy(rule_bonus_applies=0.0))
     result = hedged.classify(facts)
     assert result.category == "fees"
     assert result.priority == "P2"  # transfer_delay's, which the model gives p=0.30
     assert any("transfer_delay p=0.30 -> priority P2" in reason for reason in result.reasons)
     assert plain.classify(facts).priority == "P3"
+
+
+def test_the_priority_hedge_is_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Off by default: the priority follows CONTRACT section 5 (plus the safety floor).
+    assert TriageSettings().decision_policy().priority_hedge is None
+    monkeypatch.setenv("TRIAGE_PRIORITY_HEDGE", "0.2")
+    assert TriageSettings().decision_policy().priority_hedge == 0.2
