@@ -8,6 +8,11 @@ when a batch cannot commit.
   outage), nothing of it is kept and its records are handled again one at a time, below,
   where each failure gets its own retries, dead letter or seek-back.
 
+- A service may open a `TransactionScope` around the handlers of each transaction (a
+  batch, or one record): it sees the transaction's new events before the first handler
+  and writes what the handlers buffered before the commit, so one statement can carry
+  what the events of a whole batch change (intake's read model does).
+
 - A message that can never succeed (bad JSON, unknown schema version, a handler bug that
   persists across bounded retries) goes to `<topic>.dlq` untouched, with headers saying
   why, and the partition moves on.
@@ -21,9 +26,11 @@ when a batch cannot commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 import asyncpg
@@ -41,6 +48,18 @@ from shared.topics import dead_letter_topic
 log = get_logger(__name__)
 
 Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
+
+# Opened after the inbox claimed a transaction's events, around their handlers, on the
+# transaction's connection with the events to be applied; it may write on exit (before the
+# commit). An exception inside it rolls the whole transaction back.
+TransactionScope = Callable[
+    [asyncpg.Connection, Sequence[Envelope]], AbstractAsyncContextManager[object]
+]
+
+
+def no_scope(_conn: asyncpg.Connection, _envelopes: Sequence[Envelope]) -> Any:
+    return contextlib.nullcontext()
+
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -103,8 +122,10 @@ class EventConsumer:
         metrics: ServiceMetrics,
         max_attempts: int = 5,
         retry_base_s: float = 0.2,
+        scope: TransactionScope = no_scope,
     ) -> None:
         self._service = service
+        self._scope = scope
         self._pool = pool
         self._producer = producer
         self._metrics = metrics
@@ -167,10 +188,16 @@ class EventConsumer:
             new = await claim_many(conn, self._service, [e.event_id for e in envelopes])
             # Per record; an id seen twice (a redelivery within the batch) is applied once.
             applied: list[bool] = []
-            for record, envelope in zip(records, envelopes, strict=True):
+            for envelope in envelopes:
                 applied.append(envelope.event_id in new)
                 new.discard(envelope.event_id)
-                if applied[-1]:
+            todo = [
+                (record, envelope)
+                for record, envelope, was_new in zip(records, envelopes, applied, strict=True)
+                if was_new
+            ]
+            async with self._scope(conn, [envelope for _, envelope in todo]):
+                for record, envelope in todo:
                     with self._event_context(record, envelope):
                         await handler_for(record.topic)(conn, envelope)
         elapsed = time.perf_counter() - started
@@ -259,7 +286,8 @@ class EventConsumer:
         async with self._pool.acquire() as conn, conn.transaction():
             if not await claim(conn, self._service, envelope.event_id):
                 return False
-            await handler(conn, envelope)
+            async with self._scope(conn, [envelope]):
+                await handler(conn, envelope)
             return True
 
     async def _dead_letter(self, record: Record, exc: BaseException, *, attempts: int) -> None:

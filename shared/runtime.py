@@ -20,7 +20,7 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.broker_wait import wait_for_broker, wait_for_topics
-from shared.consumer import EventConsumer, Handler
+from shared.consumer import EventConsumer, Handler, TransactionScope, no_scope
 from shared.consumer_health import dead_consumer_error
 from shared.consumer_lag import ConsumerLagMonitor
 from shared.db import create_pool
@@ -51,6 +51,7 @@ class ServiceRuntime:
         self.broker: KafkaBroker = make_broker(settings, client_id=self.name)
         self._pool: asyncpg.Pool | None = None
         self._subscriptions: dict[str, Handler] = {}
+        self._scope: TransactionScope = no_scope
         self._relay: OutboxRelay | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: list[tuple[str, Callable[[], Awaitable[None]]]] = []
@@ -80,6 +81,11 @@ class ServiceRuntime:
     def on(self, topic: str, handler: Handler) -> None:
         """Register a handler for `topic`; wired to the broker on start."""
         self._subscriptions[topic] = handler
+
+    def scope_transactions(self, scope: TransactionScope) -> None:
+        """Open `scope` around the handlers of every consumer transaction (see
+        shared.consumer.TransactionScope), e.g. to write a batch's changes at once."""
+        self._scope = scope
 
     def add_background(self, loop: Callable[[], Awaitable[None]], name: str | None = None) -> None:
         """Run `loop` (a long-lived worker, e.g. webhook delivery) while the service runs,
@@ -119,6 +125,7 @@ class ServiceRuntime:
             metrics=self.metrics,
             max_attempts=s.consumer_max_attempts,
             retry_base_s=s.consumer_retry_base_s,
+            scope=self._scope,
         )
         if self._subscriptions:
             await wait_for_topics(s.kafka_bootstrap_servers, self._subscriptions)

@@ -11,6 +11,7 @@ from services.intake.api import build_router
 from services.intake.api_docs import install_openapi
 from services.intake.auth import TenantAuthenticator
 from services.intake.settings import IntakeSettings
+from services.intake.view_batch import view_batch
 from shared.runtime import ServiceRuntime
 from shared.service_app import build_app
 from shared.topics import COMPLAINTS_RESOLUTION, COMPLAINTS_TRIAGED, NOTIFICATIONS
@@ -25,6 +26,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
     runtime.on(COMPLAINTS_TRIAGED, read_model.on_triaged)
     runtime.on(COMPLAINTS_RESOLUTION, read_model.on_resolution)
     runtime.on(NOTIFICATIONS, read_model.on_notification)
+    runtime.scope_transactions(view_batch)
 
     app = build_app(
         runtime,

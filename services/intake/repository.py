@@ -248,9 +248,62 @@ async def lock_complaint(
     )
 
 
-_READ_MODEL_FIELDS = frozenset(
-    {"status", "category", "priority", "first_response_due", "resolution_due"}
-)
+async def lock_complaints(
+    conn: asyncpg.Connection, complaint_ids: list[uuid.UUID]
+) -> list[asyncpg.Record]:
+    """Every one of these complaints that exists, locked until the transaction ends; in
+    id order, the order every batch takes its locks in."""
+    return await conn.fetch(
+        "SELECT id, status FROM complaints WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+        complaint_ids,
+    )
+
+
+async def add_timelines(
+    conn: asyncpg.Connection, entries: list[tuple[uuid.UUID, datetime, str, str]]
+) -> None:
+    """Timeline lines (complaint_id, at, status, detail), in one statement and in order."""
+    if not entries:
+        return
+    ids, ats, statuses, details = (list(column) for column in zip(*entries, strict=True))
+    await conn.execute(
+        "INSERT INTO complaint_timeline (complaint_id, at, status, detail) "
+        "SELECT complaint_id, at, status, detail FROM unnest("
+        "$1::uuid[], $2::timestamptz[], $3::text[], $4::text[]) "
+        "WITH ORDINALITY AS t(complaint_id, at, status, detail, n) ORDER BY n",
+        ids,
+        ats,
+        statuses,
+        details,
+    )
+
+
+async def update_read_models(conn: asyncpg.Connection, updates: list[dict[str, Any]]) -> None:
+    """Many complaints' view columns in one statement; each dict holds `id`, `status`
+    and any of the other read-model fields (a field left out keeps its value)."""
+    if not updates:
+        return
+    columns = {name: [u.get(name) for u in updates] for name in ("id", *_VIEW_UPDATE_ORDER)}
+    await conn.execute(
+        """
+        UPDATE complaints c SET
+            status = v.status,
+            category = coalesce(v.category, c.category),
+            priority = coalesce(v.priority, c.priority),
+            first_response_due = coalesce(v.first_response_due, c.first_response_due),
+            resolution_due = coalesce(v.resolution_due, c.resolution_due),
+            updated_at = now()
+        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                    $6::timestamptz[])
+            AS v(id, status, category, priority, first_response_due, resolution_due)
+        WHERE c.id = v.id
+        """,
+        *columns.values(),
+    )
+
+
+_VIEW_UPDATE_ORDER = ("status", "category", "priority", "first_response_due", "resolution_due")
+_READ_MODEL_FIELDS = frozenset(_VIEW_UPDATE_ORDER)
 
 
 async def update_read_model(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
@@ -146,15 +147,26 @@ class PgReadModel:
         )
 
 
+# The read model a consumer transaction opened on a connection (services.intake.view_batch
+# sets it around the transaction's handlers), so that its events share one.
+open_read_model: ContextVar[tuple[asyncpg.Connection, ReadModel] | None] = ContextVar(
+    "intake_open_read_model", default=None
+)
+
+
 class IntakeUnitOfWork(OutboxUnitOfWork):
-    """Built from the connection whose transaction the caller owns. The read model emits
+    """Built from the connection whose transaction the caller owns: the read model the
+    transaction has open on it, else one that writes at once. The read model emits
     nothing, so its flush writes nothing."""
 
     default_topic = COMPLAINTS_RECEIVED
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         super().__init__(conn)
-        self.complaints = PgReadModel(conn)
+        opened = open_read_model.get()
+        self.complaints: ReadModel = (
+            opened[1] if opened is not None and opened[0] is conn else PgReadModel(conn)
+        )
 
 
 UowHandler = Callable[[TypedEnvelope[Any], UnitOfWork], Awaitable[None]]

@@ -2,20 +2,23 @@
 across partitions, are applied in one transaction and in partition order; a poison
 record in a batch rolls the batch back, and the one-record-at-a-time path then applies
 every good record once and dead-letters the poison; an event twice in a batch is
-applied once."""
+applied once; a service's transaction scope sees each transaction's new events and
+writes inside it, and a failure on its way out is a failed batch like any other."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from shared.consumer import TransactionScope
 from shared.events import Envelope
 from shared.kafka_admin import ensure_topics
 from shared.migrations import apply_migrations
@@ -73,7 +76,9 @@ async def _publish_all(bootstrap: str, topic: str, messages: list[tuple[bytes, b
         await producer.stop()
 
 
-async def _consume(infra: Infra, topic: str) -> tuple[ServiceRuntime, RecordingHandler]:
+async def _consume(
+    infra: Infra, topic: str, scope: TransactionScope | None = None
+) -> tuple[ServiceRuntime, RecordingHandler]:
     settings = infra.settings(
         ServiceSettings,
         service_name=f"{SCHEMA}-{topic}",
@@ -83,6 +88,8 @@ async def _consume(infra: Infra, topic: str) -> tuple[ServiceRuntime, RecordingH
     runtime = ServiceRuntime(settings, SCHEMA)
     handler = RecordingHandler()
     runtime.on(topic, handler)
+    if scope is not None:
+        runtime.scope_transactions(scope)
     await runtime.start()
     return runtime, handler
 
@@ -191,3 +198,57 @@ async def test_an_event_twice_in_one_batch_is_applied_once(infra: Infra, schema:
     assert len(rows) == len(events)
     assert [r["event_id"] for r in rows].count(twice.event_id) == 1
     assert handler.calls[twice.event_id] == 1  # the copy was recognised inside the batch
+
+
+@dataclass
+class SummaryScope:
+    """Writes one row per transaction on its way out: how many events it was opened
+    with, in the transaction's id. The first exit fails, as a flush that breaks would."""
+
+    opened: list[int] = field(default_factory=list)
+    failures_left: int = 1
+
+    @asynccontextmanager
+    async def __call__(
+        self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]
+    ) -> AsyncIterator[None]:
+        self.opened.append(len(envelopes))
+        yield
+        if self.failures_left:
+            self.failures_left -= 1
+            raise ValueError("the scope's flush failed")
+        await conn.execute(
+            "INSERT INTO effects (event_id, seq, stream, tx) "
+            "VALUES (NULL, $1, 'scope', txid_current())",
+            len(envelopes),
+        )
+
+
+async def test_a_transaction_scope_wraps_each_transaction_and_its_failure_falls_back(
+    infra: Infra, schema: str
+) -> None:
+    topic = f"batch.scope.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(infra.kafka_bootstrap, (topic,), partitions=PARTITIONS)
+    events = _stream_events(streams=8, per_stream=4)
+    await _publish_all(infra.kafka_bootstrap, topic, [(e.key, as_bytes(e)) for e in events])
+    scope = SummaryScope()
+    runtime, handler = await _consume(infra, topic, scope)
+    try:
+        await eventually(lambda: _effects_when(infra, len(events)), within_s=60)
+        await asyncio.sleep(1)
+        rows = await _effects(infra)
+    finally:
+        await runtime.stop()
+    effects = [r for r in rows if r["stream"] != "scope"]
+    summaries = [r for r in rows if r["stream"] == "scope"]
+    assert sorted(r["event_id"] for r in effects) == sorted(e.event_id for e in events)
+    # The first batch's scope failed on exit: its events were rolled back and handled
+    # again one transaction (and one scope) each.
+    assert scope.opened[0] > 1
+    assert scope.opened[1 : 1 + scope.opened[0]] == [1] * scope.opened[0]
+    assert any(handler.calls[e.event_id] == 2 for e in events)
+    # Every committed transaction has its scope's row, counting exactly its own events.
+    per_tx: dict[int, int] = defaultdict(int)
+    for row in effects:
+        per_tx[row["tx"]] += 1
+    assert {r["tx"]: r["seq"] for r in summaries} == dict(per_tx)

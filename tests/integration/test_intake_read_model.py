@@ -12,9 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
+from services.intake import read_model
 from services.intake.app import MIGRATIONS, SCHEMA, create_app
 from services.intake.settings import IntakeSettings
 from services.intake.tenants import create_tenant
+from services.intake.view_batch import view_batch
 from shared.db import connect
 from shared.events import Envelope, new_event
 from shared.runtime import migrate
@@ -339,3 +341,82 @@ async def test_an_event_for_an_unknown_complaint_is_dead_lettered_and_the_rest_g
     assert dead.value == as_bytes(orphan)  # untouched
     assert dead.headers["x-dlq-consumer"] == b"intake"
     assert b"unknown complaint" in dead.headers["x-dlq-error"]
+
+
+async def _file_complaint(intake: httpx.AsyncClient, tenant: dict[str, str]) -> Complaint:
+    response = await intake.post(
+        "/v1/complaints",
+        json=COMPLAINT,
+        headers={"Authorization": f"Bearer {tenant['api_key']}", "Idempotency-Key": uuid4()},
+    )
+    assert response.status_code == 202, response.text
+    return Complaint(intake, tenant, response.json())
+
+
+def _life(c: Complaint) -> list[tuple[str, Envelope]]:
+    resolution_id = uuid.uuid4()
+    extended = c.received_at + timedelta(days=20)
+    return [
+        (COMPLAINTS_TRIAGED, triaged(c)),
+        (NOTIFICATIONS, notification(c, "complaint.acknowledged")),
+        (COMPLAINTS_RESOLUTION, status_changed(c, "in_progress")),
+        (COMPLAINTS_RESOLUTION, resolution(c, resolution_id, "recorded")),
+        (NOTIFICATIONS, notification(c, "complaint.triaged")),
+        (
+            COMPLAINTS_RESOLUTION,
+            status_changed(c, "escalated", resolution_due=extended.isoformat()),
+        ),
+        (COMPLAINTS_RESOLUTION, status_changed(c, "resolved", outcome="refunded")),
+        (NOTIFICATIONS, notification(c, "complaint.survey", "notification.failed")),
+        (NOTIFICATIONS, notification(c, "complaint.survey")),
+    ]
+
+
+def _relative(view: dict[str, Any], c: Complaint) -> dict[str, Any]:
+    """The view with its times made relative to the complaint's receipt and its ids
+    dropped, so that two complaints' views compare."""
+
+    def since(at: str | None) -> float | None:
+        return None if at is None else (datetime.fromisoformat(at) - c.received_at).total_seconds()
+
+    return {
+        "status": view["status"],
+        "category": view["category"],
+        "priority": view["priority"],
+        "first_response_due": since(view["first_response_due"]),
+        "resolution_due": since(view["resolution_due"]),
+        "outcome": view["outcome"],
+        "timeline": [(since(t["at"]), t["status"], t["detail"]) for t in view["timeline"]],
+        "resolutions": [(r["kind"], r["amount"], r["status"]) for r in view["resolutions"]],
+    }
+
+
+async def test_a_batch_of_events_in_one_transaction_leaves_the_view_one_at_a_time_does(
+    infra: Infra, intake: httpx.AsyncClient, tenant: dict[str, str]
+) -> None:
+    """The consumer's batch path (services.intake.view_batch: one locking read, one UPDATE
+    and one timeline INSERT for the whole transaction) against one transaction per event,
+    on two complaints given the same life; the handlers are called directly, so the
+    batch is exactly these events."""
+    handlers = {
+        COMPLAINTS_TRIAGED: read_model.on_triaged,
+        COMPLAINTS_RESOLUTION: read_model.on_resolution,
+        NOTIFICATIONS: read_model.on_notification,
+    }
+    one_by_one = await _file_complaint(intake, tenant)
+    batched = await _file_complaint(intake, tenant)
+    conn = await connect(infra.database_url, SCHEMA)
+    try:
+        for topic, event in _life(one_by_one):
+            async with conn.transaction():
+                await handlers[topic](conn, event)
+        steps = _life(batched)
+        async with conn.transaction(), view_batch(conn, [event for _, event in steps]):
+            for topic, event in steps:
+                await handlers[topic](conn, event)
+    finally:
+        await conn.close()
+
+    expected = _relative(await one_by_one.view(), one_by_one)
+    assert expected["status"] == "resolved" and len(expected["timeline"]) == 9
+    assert _relative(await batched.view(), batched) == expected
