@@ -267,6 +267,9 @@ def start_local_postgres(data_dir: Path, port: int, log_file: Path) -> None:
         initdb = [pg_tool("initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=trust"]
         _run_as_postgres_user(initdb)
     options = f"-p {port} -k /tmp -c listen_addresses=127.0.0.1"
+    if os.environ.get("PG_STAT_STATEMENTS") == "1":
+        # Opt-in, for `python -m bench.statements`: counts every statement the services run.
+        options += " -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
     _run_as_postgres_user(
         [pg_tool("pg_ctl"), "-D", str(data_dir), "-o", options, "-l", str(log_file), "-w", "start"]
     )

@@ -1,0 +1,110 @@
+"""SQL statements per complaint, counted by PostgreSQL (`python -m bench.statements`).
+
+CPU figures on this machine move by several milliseconds from one run to the next; the
+number of statements the services send per complaint does not, so it shows what a change
+to the write path did. Needs pg_stat_statements loaded, which `make up` does on request:
+
+    make down && PG_STAT_STATEMENTS=1 make up && python -m bench.statements
+
+Offers STATEMENTS_RATE complaints/s (default 80) for STATEMENTS_SECONDS (default 20), open
+loop, waits for every acknowledgement and a little longer (the rest of each complaint's
+work: the case, the second notification), then prints top-level statements and
+transactions per complaint and the statements run most often."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import asyncpg
+
+from bench.loadgen import RESPONSE_TIMEOUT_S, Tickets, open_loop, wait_for_acks
+from bench.run import (
+    DEFAULT_DATABASE_URL,
+    HOST,
+    INTAKE_PORT,
+    AckSink,
+    complaint_requests,
+    create_tenants,
+    stack_env,
+)
+
+RATE = float(os.environ.get("STATEMENTS_RATE", "80"))
+SECONDS = float(os.environ.get("STATEMENTS_SECONDS", "20"))
+SETTLE_S = 5.0  # after the last acknowledgement: the work that follows it
+TOP = 25
+
+_TOP_QUERY = """
+SELECT calls, regexp_replace(query, '\\s+', ' ', 'g') AS query
+FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+WHERE d.datname = current_database() AND toplevel
+ORDER BY calls DESC LIMIT $1
+"""
+
+
+async def _counters(conn: asyncpg.Connection) -> tuple[int, int]:
+    statements = await conn.fetchval(
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s "
+        "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database() AND toplevel"
+    )
+    commits = await conn.fetchval(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+    )
+    return int(statements), int(commits)
+
+
+async def main() -> dict[str, Any]:
+    env = stack_env()
+    conn = await asyncpg.connect(env.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    try:
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            await conn.execute("SELECT pg_stat_statements_reset()")
+        except asyncpg.PostgresError as error:
+            raise SystemExit(
+                f"pg_stat_statements is not loaded ({error}): "
+                "`make down && PG_STAT_STATEMENTS=1 make up` first"
+            ) from None
+        sink = AckSink()
+        keys = create_tenants(await sink.start(), env)
+        await conn.execute("SELECT pg_stat_statements_reset()")
+        statements_before, commits_before = await _counters(conn)
+        tickets = Tickets()
+        result = await open_loop(
+            HOST,
+            INTAKE_PORT,
+            complaint_requests(keys),
+            rate_per_s=RATE,
+            duration_s=SECONDS,
+            connections=32,
+            response_timeout_s=RESPONSE_TIMEOUT_S,
+            on_response=tickets,
+        )
+        await wait_for_acks(sink.acked_at, tickets.by_request.values(), timeout_s=300)
+        await asyncio.sleep(SETTLE_S)
+        statements, commits = await _counters(conn)
+        top = await conn.fetch(_TOP_QUERY, TOP)
+    finally:
+        await conn.close()
+    acknowledged = sum(t in sink.acked_at for t in tickets.by_request.values())
+    per = max(acknowledged, 1)
+    report = {
+        "offered_per_s": RATE,
+        "seconds": SECONDS,
+        "accepted": result.accepted(),
+        "acknowledged": acknowledged,
+        "statements_per_complaint": round((statements - statements_before) / per, 1),
+        "commits_per_complaint": round((commits - commits_before) / per, 2),
+    }
+    print(report)
+    for row in top:
+        print(f"{row['calls'] / per:6.2f}  {row['query'][:110]}")
+    return report
+
+
+if __name__ == "__main__":
+    started = time.perf_counter()
+    asyncio.run(main())
+    print(f"({time.perf_counter() - started:.0f} s)")
