@@ -9,13 +9,17 @@ to the write path did. Needs pg_stat_statements loaded, which `make up` does on 
 Offers STATEMENTS_RATE complaints/s (default 80) for STATEMENTS_SECONDS (default 20), open
 loop, waits for every acknowledgement and a little longer (the rest of each complaint's
 work: the case, the second notification), then prints top-level statements and
-transactions per complaint and the statements run most often."""
+transactions per complaint, PostgreSQL's CPU per complaint by the service whose
+connection it served (its `application_name`; backends alive from start to end, read
+from /proc, so the database must run on this machine) and the statements run most
+often."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -55,6 +59,43 @@ async def _counters(conn: asyncpg.Connection) -> tuple[int, int]:
     return int(statements), int(commits)
 
 
+def _ticks(pid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+async def _backend_ticks(conn: asyncpg.Connection) -> dict[int, tuple[str, int]]:
+    """CPU ticks so far of each backend of this database, with its application_name."""
+    rows = await conn.fetch(
+        "SELECT pid, coalesce(nullif(application_name, ''), '?') AS app "
+        "FROM pg_stat_activity WHERE datname = current_database()"
+    )
+    found = {}
+    for row in rows:
+        ticks = _ticks(row["pid"])
+        if ticks is not None:
+            found[row["pid"]] = (row["app"], ticks)
+    return found
+
+
+def _cpu_ms_by_app(
+    before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int]], complaints: int
+) -> dict[str, float]:
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    by_app: dict[str, float] = {}
+    for pid, (app, ticks) in after.items():
+        if pid in before:
+            by_app[app] = by_app.get(app, 0.0) + (ticks - before[pid][1]) * tick_ms
+    return {
+        app: round(ms / complaints, 3)
+        for app, ms in sorted(by_app.items(), key=lambda item: -item[1])
+        if ms > 0
+    }
+
+
 async def main() -> dict[str, Any]:
     env = stack_env()
     conn = await asyncpg.connect(env.get("DATABASE_URL", DEFAULT_DATABASE_URL))
@@ -71,6 +112,7 @@ async def main() -> dict[str, Any]:
         keys = create_tenants(await sink.start(), env)
         await conn.execute("SELECT pg_stat_statements_reset()")
         statements_before, commits_before = await _counters(conn)
+        backends_before = await _backend_ticks(conn)
         tickets = Tickets()
         result = await open_loop(
             HOST,
@@ -85,6 +127,7 @@ async def main() -> dict[str, Any]:
         await wait_for_acks(sink.acked_at, tickets.by_request.values(), timeout_s=300)
         await asyncio.sleep(SETTLE_S)
         statements, commits = await _counters(conn)
+        backends_after = await _backend_ticks(conn)
         top = await conn.fetch(_TOP_QUERY, TOP)
     finally:
         await conn.close()
@@ -97,6 +140,9 @@ async def main() -> dict[str, Any]:
         "acknowledged": acknowledged,
         "statements_per_complaint": round((statements - statements_before) / per, 1),
         "commits_per_complaint": round((commits - commits_before) / per, 2),
+        "postgres_cpu_ms_per_complaint_by_connection": _cpu_ms_by_app(
+            backends_before, backends_after, per
+        ),
     }
     print(report)
     for row in top:

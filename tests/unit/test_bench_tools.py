@@ -1,16 +1,17 @@
 """The bench's pure parts: /proc parsing and CPU accounting, acknowledgement percentiles,
-the soak's minutes and the latency curve's knee (bench/cpu.py, loadgen.py, soak.py,
-curve.py)."""
+the soak's minutes, the latency curve's knee and PostgreSQL's CPU by connection
+(bench/cpu.py, loadgen.py, soak.py, curve.py, statements.py)."""
 
 from __future__ import annotations
 
 import math
+import os
 from array import array
 from pathlib import Path
 
 import pytest
 
-from bench import cpu, curve, soak
+from bench import cpu, curve, soak, statements
 from bench.loadgen import AckLatencies, LoadResult, Tickets, ack_latencies, rounded_ms
 
 # Real lines from /proc: a postmaster, one of its backends, and a command name holding
@@ -303,3 +304,13 @@ async def test_an_answer_slower_than_the_timeout_is_an_error_not_a_hang() -> Non
     finally:
         server.close()
     assert (result.sent, result.errors, result.accepted()) == (4, 4, 0)
+
+
+def test_postgres_cpu_by_connection_counts_backends_alive_at_both_ends() -> None:
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    before = {10: ("intake", 100), 11: ("intake", 50), 12: ("triage", 7), 13: ("gone", 5)}
+    after = {10: ("intake", 140), 11: ("intake", 60), 12: ("triage", 7), 14: ("new", 900)}
+    by_app = statements._cpu_ms_by_app(before, after, complaints=10)
+    # 50 ticks over intake's two backends; triage spent none; a backend that came or went
+    # in between is not counted (its CPU is not all from the interval).
+    assert by_app == {"intake": round(50 * tick_ms / 10, 3)}
