@@ -245,30 +245,45 @@ async def pipeline_throughput(api_keys: list[str], sink: AckSink, rate: float) -
     }
 
 
-async def cpu_cost(api_keys: list[str], sink: AckSink, processes: dict[str, int]) -> dict[str, Any]:
+async def offer_until_acknowledged(
+    api_keys: list[str], sink: AckSink, rate: float, duration_s: float
+) -> tuple[LoadResult, Tickets, float]:
+    """Open loop at `rate` for `duration_s`, then until every accepted complaint is
+    acknowledged (at most 300 s more); with the time the last acknowledgement came."""
+    tickets = Tickets()
+    result = await open_loop(
+        HOST,
+        INTAKE_PORT,
+        complaint_requests(api_keys),
+        rate_per_s=rate,
+        duration_s=duration_s,
+        connections=32,
+        response_timeout_s=RESPONSE_TIMEOUT_S,
+        on_response=tickets,
+    )
+    ended = await wait_for_acks(sink.acked_at, tickets.by_request.values(), timeout_s=300)
+    return result, tickets, ended
+
+
+async def cpu_cost(
+    api_keys: list[str],
+    sink: AckSink,
+    processes: dict[str, int],
+    rate: float = CPU_COST_RATE,
+    duration_s: float = CPU_COST_S,
+) -> dict[str, Any]:
     """CPU per complaint: metered from the first send until the last acknowledgement,
     divided by the complaints acknowledged. That interval also holds the stack's idle
     work (polling, heartbeats), so the idle rate just before is recorded beside it."""
     with CpuMeter(processes) as idle:
         await asyncio.sleep(IDLE_S)
-    tickets = Tickets()
     began = time.perf_counter()
     with CpuMeter(processes) as meter:
-        result = await open_loop(
-            HOST,
-            INTAKE_PORT,
-            complaint_requests(api_keys),
-            rate_per_s=CPU_COST_RATE,
-            duration_s=CPU_COST_S,
-            connections=32,
-            response_timeout_s=RESPONSE_TIMEOUT_S,
-            on_response=tickets,
-        )
-        ended = await wait_for_acks(sink.acked_at, tickets.by_request.values(), timeout_s=300)
+        result, tickets, ended = await offer_until_acknowledged(api_keys, sink, rate, duration_s)
     acknowledged = sum(t in sink.acked_at for t in tickets.by_request.values())
     return {
         "kind": "cpu_cost",
-        "offered_per_s": CPU_COST_RATE,
+        "offered_per_s": rate,
         "sent": result.sent,
         "accepted": result.accepted(),
         "acknowledged": acknowledged,

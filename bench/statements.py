@@ -24,14 +24,11 @@ from typing import Any
 
 import asyncpg
 
-from bench.loadgen import RESPONSE_TIMEOUT_S, Tickets, open_loop, wait_for_acks
 from bench.run import (
     DEFAULT_DATABASE_URL,
-    HOST,
-    INTAKE_PORT,
     AckSink,
-    complaint_requests,
     create_tenants,
+    offer_until_acknowledged,
     stack_env,
 )
 
@@ -113,18 +110,7 @@ async def main() -> dict[str, Any]:
         await conn.execute("SELECT pg_stat_statements_reset()")
         statements_before, commits_before = await _counters(conn)
         backends_before = await _backend_ticks(conn)
-        tickets = Tickets()
-        result = await open_loop(
-            HOST,
-            INTAKE_PORT,
-            complaint_requests(keys),
-            rate_per_s=RATE,
-            duration_s=SECONDS,
-            connections=32,
-            response_timeout_s=RESPONSE_TIMEOUT_S,
-            on_response=tickets,
-        )
-        await wait_for_acks(sink.acked_at, tickets.by_request.values(), timeout_s=300)
+        result, tickets, _ended = await offer_until_acknowledged(keys, sink, RATE, SECONDS)
         await asyncio.sleep(SETTLE_S)
         statements, commits = await _counters(conn)
         backends_after = await _backend_ticks(conn)

@@ -113,18 +113,33 @@ async def _effects(infra: Infra) -> list[asyncpg.Record]:
         await conn.close()
 
 
+async def _consume_published(
+    infra: Infra,
+    name: str,
+    messages: list[tuple[bytes, bytes]],
+    effects: int,
+    scope: TransactionScope | None = None,
+) -> tuple[list[asyncpg.Record], RecordingHandler]:
+    """`messages` on a fresh topic before the consumer starts; consumed until `effects`
+    effect rows are written and a second longer (nothing more arrives); every row."""
+    topic = f"batch.{name}.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(infra.kafka_bootstrap, (topic,), partitions=PARTITIONS)
+    await _publish_all(infra.kafka_bootstrap, topic, messages)
+    runtime, handler = await _consume(infra, topic, scope)
+    try:
+        await eventually(lambda: _effects_when(infra, effects), within_s=60)
+        await asyncio.sleep(1)
+        return await _effects(infra), handler
+    finally:
+        await runtime.stop()
+
+
 async def test_a_fetch_across_partitions_is_one_transaction_in_partition_order(
     infra: Infra, schema: str
 ) -> None:
-    topic = f"batch.order.{uuid.uuid4().hex[:6]}"
-    await ensure_topics(infra.kafka_bootstrap, (topic,), partitions=PARTITIONS)
     events = _stream_events(streams=12, per_stream=5)
-    await _publish_all(infra.kafka_bootstrap, topic, [(e.key, as_bytes(e)) for e in events])
-    runtime, _handler = await _consume(infra, topic)
-    try:
-        rows = await eventually(lambda: _effects_when(infra, len(events)), within_s=60)
-    finally:
-        await runtime.stop()
+    messages = [(e.key, as_bytes(e)) for e in events]
+    rows, _handler = await _consume_published(infra, "order", messages, len(events))
     assert len(rows) == len(events)
     assert len({r["event_id"] for r in rows}) == len(events)  # each applied once
     by_stream: dict[str, list[int]] = defaultdict(list)
@@ -181,20 +196,11 @@ async def test_a_poison_record_in_a_batch_is_dead_lettered_and_the_rest_applied_
 
 
 async def test_an_event_twice_in_one_batch_is_applied_once(infra: Infra, schema: str) -> None:
-    topic = f"batch.twice.{uuid.uuid4().hex[:6]}"
-    await ensure_topics(infra.kafka_bootstrap, (topic,), partitions=PARTITIONS)
     events = _stream_events(streams=4, per_stream=2)
     twice = events[3]
     messages = [(e.key, as_bytes(e)) for e in events]
     messages.insert(5, (twice.key, as_bytes(twice)))  # a redelivered copy, same partition
-    await _publish_all(infra.kafka_bootstrap, topic, messages)
-    runtime, handler = await _consume(infra, topic)
-    try:
-        await eventually(lambda: _effects_when(infra, len(events)), within_s=60)
-        await asyncio.sleep(1)
-        rows = await _effects(infra)
-    finally:
-        await runtime.stop()
+    rows, handler = await _consume_published(infra, "twice", messages, len(events))
     assert len(rows) == len(events)
     assert [r["event_id"] for r in rows].count(twice.event_id) == 1
     assert handler.calls[twice.event_id] == 1  # the copy was recognised inside the batch
@@ -227,18 +233,10 @@ class SummaryScope:
 async def test_a_transaction_scope_wraps_each_transaction_and_its_failure_falls_back(
     infra: Infra, schema: str
 ) -> None:
-    topic = f"batch.scope.{uuid.uuid4().hex[:6]}"
-    await ensure_topics(infra.kafka_bootstrap, (topic,), partitions=PARTITIONS)
     events = _stream_events(streams=8, per_stream=4)
-    await _publish_all(infra.kafka_bootstrap, topic, [(e.key, as_bytes(e)) for e in events])
+    messages = [(e.key, as_bytes(e)) for e in events]
     scope = SummaryScope()
-    runtime, handler = await _consume(infra, topic, scope)
-    try:
-        await eventually(lambda: _effects_when(infra, len(events)), within_s=60)
-        await asyncio.sleep(1)
-        rows = await _effects(infra)
-    finally:
-        await runtime.stop()
+    rows, handler = await _consume_published(infra, "scope", messages, len(events), scope)
     effects = [r for r in rows if r["stream"] != "scope"]
     summaries = [r for r in rows if r["stream"] == "scope"]
     assert sorted(r["event_id"] for r in effects) == sorted(e.event_id for e in events)

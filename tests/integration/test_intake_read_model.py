@@ -102,8 +102,7 @@ class Complaint:
         return await eventually(probe)
 
 
-@pytest.fixture
-async def complaint(intake: httpx.AsyncClient, tenant: dict[str, str]) -> Complaint:
+async def file_complaint(intake: httpx.AsyncClient, tenant: dict[str, str]) -> Complaint:
     response = await intake.post(
         "/v1/complaints",
         json=COMPLAINT,
@@ -111,6 +110,11 @@ async def complaint(intake: httpx.AsyncClient, tenant: dict[str, str]) -> Compla
     )
     assert response.status_code == 202, response.text
     return Complaint(intake, tenant, response.json())
+
+
+@pytest.fixture
+async def complaint(intake: httpx.AsyncClient, tenant: dict[str, str]) -> Complaint:
+    return await file_complaint(intake, tenant)
 
 
 def uuid4() -> str:
@@ -343,16 +347,6 @@ async def test_an_event_for_an_unknown_complaint_is_dead_lettered_and_the_rest_g
     assert b"unknown complaint" in dead.headers["x-dlq-error"]
 
 
-async def _file_complaint(intake: httpx.AsyncClient, tenant: dict[str, str]) -> Complaint:
-    response = await intake.post(
-        "/v1/complaints",
-        json=COMPLAINT,
-        headers={"Authorization": f"Bearer {tenant['api_key']}", "Idempotency-Key": uuid4()},
-    )
-    assert response.status_code == 202, response.text
-    return Complaint(intake, tenant, response.json())
-
-
 def _life(c: Complaint) -> list[tuple[str, Envelope]]:
     resolution_id = uuid.uuid4()
     extended = c.received_at + timedelta(days=20)
@@ -403,8 +397,8 @@ async def test_a_batch_of_events_in_one_transaction_leaves_the_view_one_at_a_tim
         COMPLAINTS_RESOLUTION: read_model.on_resolution,
         NOTIFICATIONS: read_model.on_notification,
     }
-    one_by_one = await _file_complaint(intake, tenant)
-    batched = await _file_complaint(intake, tenant)
+    one_by_one = await file_complaint(intake, tenant)
+    batched = await file_complaint(intake, tenant)
     conn = await connect(infra.database_url, SCHEMA)
     try:
         for topic, event in _life(one_by_one):
