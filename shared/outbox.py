@@ -25,6 +25,7 @@ from shared.db import connect
 from shared.events import Envelope
 from shared.logging import get_logger
 from shared.metrics import ServiceMetrics
+from shared.wakeup import wait_for_wakeup
 
 log = get_logger(__name__)
 
@@ -154,9 +155,7 @@ class OutboxRelay:
         self._wakeup.set()
 
     async def _wait_for_work(self) -> None:
-        timeout = min(self._poll_interval_s, self._leader_timeout_s / 3)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
+        await wait_for_wakeup(self._wakeup, min(self._poll_interval_s, self._leader_timeout_s / 3))
         self._wakeup.clear()
 
     async def _report_backlog(self, conn: asyncpg.Connection) -> None:

@@ -23,7 +23,6 @@ SMTP server never holds back a webhook, nor a dead webhook an e-mail.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -48,6 +47,7 @@ from shared.metrics import ServiceMetrics
 from shared.outbox import outbox_row
 from shared.signing import derive_webhook_secret, sign_webhook
 from shared.topics import NOTIFICATIONS
+from shared.wakeup import wait_for_wakeup
 
 log = get_logger(__name__)
 
@@ -370,8 +370,7 @@ class DeliveryWorker:
                     pause = min(pause * 2, 2.0)
                     continue
                 if claimed == 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), s.delivery_poll_interval_s)
+                    await wait_for_wakeup(self._wakeup, s.delivery_poll_interval_s)
                     self._wakeup.clear()
         finally:
             self._running = False
