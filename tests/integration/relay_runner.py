@@ -49,7 +49,13 @@ async def running_relay(
     try:
         yield instance
     finally:
+        # Cancelled again until it stops, and said so: a relay left running would compete
+        # with the next test's for leadership (one full `make test` run hung here once,
+        # with the relay still polling after its cancellation).
         task.cancel()
+        while not (await asyncio.wait({task}, timeout=10))[0]:
+            print("\nthe relay outlived its cancellation: cancelled again")
+            task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await producer.stop()
