@@ -57,7 +57,10 @@ TransactionScope = Callable[
 ]
 
 
-def no_scope(_conn: asyncpg.Connection, _envelopes: Sequence[Envelope]) -> Any:
+def no_scope(
+    _conn: asyncpg.Connection, _envelopes: Sequence[Envelope]
+) -> AbstractAsyncContextManager[None]:
+    """The default scope: nothing around the handlers."""
     return contextlib.nullcontext()
 
 
