@@ -53,7 +53,10 @@ async def curve_point(
     duration_s: float = 15,
     ack_timeout_s: float = 60,
     drain_timeout_s: float = 300,
+    drained_by: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
+    """One rate's point; `drained_by`: a later webhook per ticket (the triage news) whose
+    arrival for every complaint also ends the drain, with its latencies beside."""
     tickets = Tickets()
     result = await open_loop(
         host,
@@ -71,6 +74,16 @@ async def curve_point(
     p99, p99_bound = latencies.percentile(99)
     # Drained before the next rate; how long that took says how far behind it fell.
     drained_at = await wait_for_acks(acked_at, tickets.by_request.values(), drain_timeout_s)
+    later: dict[str, Any] = {}
+    if drained_by is not None:
+        drained_at = max(
+            drained_at, await wait_for_acks(drained_by, tickets.by_request.values(), 300)
+        )
+        after = ack_latencies(result.sent_at, tickets.by_request, drained_by, drained_at)
+        later = {
+            "triaged_p50_ms": rounded_ms(after.percentile(50)[0]),
+            "triaged_p99_ms": rounded_ms(after.percentile(99)[0]),
+        }
     return {
         "kind": "latency_curve",
         "offered_per_s": rate,
@@ -86,6 +99,7 @@ async def curve_point(
         "statuses": result.statuses,
         "drain_s": round(drained_at - gave_up_at, 1),
         "drained": all(t in acked_at for t in tickets.by_request.values()),
+        **later,
     }
 
 

@@ -47,18 +47,25 @@ class Dues(BaseModel):
     priority: Priority | None = Field(None, description="P1 (most urgent) to P4")
 
 
-class AcknowledgedData(Dues):
-    """The complaint is registered: its ticket number and the expected handling time."""
+class AcknowledgedData(BaseModel):
+    """The complaint is registered, at once (before triage): its ticket number and the
+    first response due time the `202` promised. Triage's due times follow in
+    `complaint.triaged`."""
+
+    first_response_due: datetime | None = Field(
+        None, description="When the customer will have a first answer at the latest"
+    )
+
+
+class TriagedData(Dues):
+    """Triage's category and priority, and the due times they set; for a complaint that
+    repeats an open one, the ticket where the two are handled together."""
 
     duplicate_of_ticket_no: str | None = Field(
         None,
         description="Only when it repeats an open complaint of the same customer: that "
         "complaint's ticket number, where the case is handled",
     )
-
-
-class TriagedData(Dues):
-    """Triage's category and priority, and the due times they set."""
 
 
 class AgentMessageData(BaseModel):
@@ -137,12 +144,7 @@ WEBHOOK_TYPES: dict[str, tuple[type[BaseModel], str, dict[str, Any]]] = {
     "complaint.acknowledged": (
         AcknowledgedData,
         "The complaint is received: ticket number and expected handling time",
-        {
-            "first_response_due": "2026-11-22T06:16:03.600000+00:00",
-            "resolution_due": "2026-11-25T02:16:03.600000+00:00",
-            "category": "duplicate_charge",
-            "priority": "P2",
-        },
+        {"first_response_due": "2026-11-23T02:16:03.412877+00:00"},
     ),
     "complaint.triaged": (
         TriagedData,

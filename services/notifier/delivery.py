@@ -80,7 +80,8 @@ due AS (
                ELSE c.endpoint = $4::text END
       AND NOT EXISTS (  -- in order per channel: an earlier open notification goes first
           SELECT 1 FROM deliveries e
-          WHERE e.complaint_id = d.complaint_id AND e.channel = d.channel AND e.id < d.id
+          WHERE e.complaint_id = d.complaint_id AND e.channel = d.channel
+            AND (e.precedence, e.id) < (d.precedence, d.id)
             AND e.state IN ('pending', 'retrying'))
     ORDER BY d.next_attempt_at
     LIMIT $1

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.notifier.planning import plan
+from services.notifier.planning import acknowledgement, plan
 from services.notifier.rendering import supported_locale
 from services.notifier.unit_of_work import Recipient, UnitOfWork
 from shared.event_payloads import ComplaintReceived, ComplaintStatusChanged
@@ -14,11 +14,13 @@ from shared.events import TypedEnvelope
 
 
 async def on_received(event: TypedEnvelope[Any], uow: UnitOfWork) -> None:
-    """Remember the complaint's recipient: the tenant's webhook and the customer's locale."""
+    """Remember the complaint's recipient (the tenant's webhook, the customer's locale)
+    and queue its acknowledgement, in the same transaction: the acknowledgement goes out
+    however long triage and resolution take."""
     p = event.payload
     if not isinstance(p, ComplaintReceived):
         return  # follow-up messages and feedback change no recipient
-    await uow.recipients.add(
+    added = await uow.recipients.add(
         Recipient(
             complaint_id=event.complaint_id,
             tenant_id=event.tenant_id,
@@ -30,6 +32,8 @@ async def on_received(event: TypedEnvelope[Any], uow: UnitOfWork) -> None:
             received_at=p.received_at,
         )
     )
+    if added:  # a second complaint.received for one complaint is not acknowledged twice
+        await uow.deliveries.queue(event, [acknowledgement(p)])
 
 
 async def on_resolution(event: TypedEnvelope[Any], uow: UnitOfWork) -> None:

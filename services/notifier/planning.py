@@ -2,12 +2,14 @@
 templates read (templates/<locale>/<template>.*.j2). Pure: no I/O (the refund timing is
 settings, read once).
 
-Per complaint the customer hears: complaint.acknowledged (ticket number, due times),
-complaint.triaged (category, due time), complaint.agent_message (an agent's words or
-request for information), complaint.resolution_recorded (what, how much, when a refund
-arrives), complaint.sla_breached (apology, new estimate), complaint.clock_extended (the
-legal extension), complaint.resolved (outcome), complaint.survey (how to rate us) and
-complaint.reopened."""
+Per complaint the customer hears: complaint.acknowledged (ticket number, the first
+response due time intake promised), at once from complaint.received, so that no other
+service stands between the complaint and its acknowledgement; complaint.triaged
+(category, due times, or the earlier ticket a duplicate joins); complaint.agent_message
+(an agent's words or request for information); complaint.resolution_recorded (what, how
+much, when a refund arrives); complaint.sla_breached (apology, new estimate);
+complaint.clock_extended (the legal extension); complaint.resolved (outcome);
+complaint.survey (how to rate us) and complaint.reopened."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from services.notifier.refund_timing import RefundTimingSettings
 from shared.event_payloads import (
     ComplaintAgentMessage,
     ComplaintClockExtended,
+    ComplaintReceived,
     ComplaintSlaBreached,
     ComplaintStatusChanged,
     EventPayload,
@@ -38,6 +41,16 @@ class PlannedNotification:
     type: str  # the webhook's "type" (CONTRACT section 7)
     template: str  # the templates to render (rendering.py): templates/<locale>/<template>.*
     data: dict[str, Any]
+
+
+ACKNOWLEDGEMENT = "complaint.acknowledged"
+
+
+def acknowledgement(p: ComplaintReceived) -> PlannedNotification:
+    """The acknowledgement: the ticket number and the first response due time that
+    intake's `202` promised (triage's own due times follow in complaint.triaged)."""
+    data = _pick(p, "first_response_due")
+    return PlannedNotification("complaint.acknowledged", "complaint.acknowledged", data)
 
 
 def plan(
@@ -85,15 +98,10 @@ def plan(
 def _on_status(event: TypedEnvelope[Any], p: ComplaintStatusChanged) -> list[PlannedNotification]:
     dues = _pick(p, "first_response_due", "resolution_due", "category", "priority")
     if p.reason == "case_opened":
-        return [
-            PlannedNotification("complaint.acknowledged", "complaint.acknowledged", dues),
-            PlannedNotification("complaint.triaged", "complaint.triaged", dues),
-        ]
+        return [PlannedNotification("complaint.triaged", "complaint.triaged", dues)]
     if p.reason == "duplicate_linked":
         data = {**dues, **_pick(p, "duplicate_of_ticket_no")}
-        return [
-            PlannedNotification("complaint.acknowledged", "complaint.acknowledged.duplicate", data)
-        ]
+        return [PlannedNotification("complaint.triaged", "complaint.triaged.duplicate", data)]
     # awaiting_customer needs no notice of its own: the agent's request for information
     # (complaint.agent_message) that moved the case there already told the customer.
     if p.status == "resolved":

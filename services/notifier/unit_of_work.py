@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from services.notifier.planning import PlannedNotification
+from services.notifier.planning import ACKNOWLEDGEMENT, PlannedNotification
 from shared.consumer import Handler
 from shared.events import Envelope, EnvelopeHeader, TypedEnvelope
 from shared.topics import NOTIFICATIONS
@@ -42,8 +42,8 @@ class Recipient:
 
 
 class Recipients(Protocol):
-    async def add(self, recipient: Recipient) -> None:
-        """The first one stays: complaint.received redelivered changes nothing."""
+    async def add(self, recipient: Recipient) -> bool:
+        """The first one stays: complaint.received redelivered changes nothing (False)."""
 
 
 class Deliveries(Protocol):
@@ -74,9 +74,9 @@ class UnitOfWork(Protocol):
 _LOCK_COMPLAINT = "SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 11))"
 _EMAIL_TWINS = """
 INSERT INTO deliveries (event_id, complaint_id, tenant_id, ticket_no, correlation_id, type,
-    template, data, occurred_at, channel, source_id)
+    template, data, occurred_at, channel, source_id, precedence)
 SELECT gen_random_uuid(), w.complaint_id, w.tenant_id, w.ticket_no, w.correlation_id, w.type,
-    w.template, w.data, w.occurred_at, 'email', w.id
+    w.template, w.data, w.occurred_at, 'email', w.id, w.precedence
 FROM deliveries w JOIN recipients r ON r.complaint_id = w.complaint_id
 WHERE w.complaint_id = $1 AND w.channel = 'webhook' AND r.email IS NOT NULL
   AND w.state IN ('pending', 'retrying')  -- never e-mail what went out before SMTP was set
@@ -91,7 +91,7 @@ class PgRecipients:
         self._conn = conn
         self._email = email  # SMTP_URL is set: e-mail rows are made
 
-    async def add(self, recipient: Recipient) -> None:
+    async def add(self, recipient: Recipient) -> bool:
         r = recipient
         await self._conn.execute(_LOCK_COMPLAINT, r.complaint_id)
         added = await self._conn.fetchval(
@@ -112,6 +112,7 @@ class PgRecipients:
         )
         if added and self._email and r.email:
             await self._conn.execute(_EMAIL_TWINS, r.complaint_id)
+        return bool(added)
 
 
 class PgDeliveries:
@@ -127,8 +128,8 @@ class PgDeliveries:
         await self._conn.executemany(
             """
             INSERT INTO deliveries (event_id, complaint_id, tenant_id, ticket_no,
-                correlation_id, type, template, data, occurred_at)
-            VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7, $8)
+                correlation_id, type, template, data, occurred_at, precedence)
+            VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7, $8, $9)
             """,
             [
                 (
@@ -140,6 +141,7 @@ class PgDeliveries:
                     n.template,
                     n.data,  # the pool's jsonb codec encodes it
                     cause.occurred_at,
+                    0 if n.type == ACKNOWLEDGEMENT else 1,  # see migration 0008
                 )
                 for n in planned
             ],

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from datetime import datetime
 
 import httpx
 import pytest
@@ -98,7 +99,11 @@ async def test_complaint_in_signed_acknowledgement_out_status_triaged(
     assert [first["type"], second["type"]] == ["complaint.acknowledged", "complaint.triaged"]
     assert first["ticket_no"] == ticket_no and first["complaint_id"] == accepted["complaint_id"]
     assert ticket_no in first["message"] and first["locale"] == "zh-CN"
-    assert first["data"]["first_response_due"] and first["data"]["resolution_due"]
+    # The acknowledgement carries the promise of the 202; triage's due times follow.
+    assert list(first["data"]) == ["first_response_due"]
+    promised = datetime.fromisoformat(accepted["first_response_due"])
+    assert datetime.fromisoformat(first["data"]["first_response_due"]) == promised
+    assert second["data"]["first_response_due"] and second["data"]["resolution_due"]
     assert second["data"]["category"] == "fraud" and second["data"]["priority"] == "P1"
     for hook in webhook_sink.delivered()[:2]:
         assert hook.headers["x-complaints-event-id"] == json.loads(hook.body)["event_id"]

@@ -95,6 +95,49 @@ async def test_acknowledgement_then_progress_signed_and_announced(
     assert "complaint_acknowledgement_seconds_count 1.0" in metrics
 
 
+async def test_the_acknowledgement_goes_first_when_the_case_event_was_handled_first(
+    infra: Infra, notifier: httpx.AsyncClient, webhook_sink: WebhookSink
+) -> None:
+    # The two topics are consumed apart: the case's news is queued before the complaint
+    # it is about is known (no recipient yet), and still leaves after its acknowledgement.
+    received = received_event(webhook_url=webhook_sink.url)
+    await produce(
+        infra.kafka_bootstrap, COMPLAINTS_RESOLUTION, as_bytes(case_opened(received)), received.key
+    )
+    conn = await connect(infra.database_url, SCHEMA)
+    try:
+
+        async def triage_news_queued() -> bool:
+            return bool(
+                await conn.fetchval(
+                    "SELECT count(*) FROM deliveries WHERE complaint_id = $1",
+                    received.complaint_id,
+                )
+            )
+
+        await eventually(triage_news_queued)
+        await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(received), received.key)
+
+        async def both_delivered() -> list | None:
+            mine = [
+                json.loads(h.body)
+                for h in webhook_sink.delivered()
+                if json.loads(h.body)["ticket_no"] == received.ticket_no
+            ]
+            return mine if len(mine) >= 2 else None
+
+        bodies = await eventually(both_delivered)
+        ids = await conn.fetch(
+            "SELECT type, id FROM deliveries WHERE complaint_id = $1 ORDER BY id",
+            received.complaint_id,
+        )
+    finally:
+        await conn.close()
+    # Written in the other order, sent in the customer's.
+    assert [r["type"] for r in ids] == ["complaint.triaged", "complaint.acknowledged"]
+    assert [b["type"] for b in bodies] == ["complaint.acknowledged", "complaint.triaged"]
+
+
 async def test_retries_keep_the_event_id_and_the_order(
     infra: Infra, notifier: httpx.AsyncClient, webhook_sink: WebhookSink
 ) -> None:

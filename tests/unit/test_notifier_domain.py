@@ -27,13 +27,14 @@ def _event(event_type: str, **payload: object) -> TypedEnvelope[Any]:
     ).typed()
 
 
-def test_an_opened_case_calls_for_acknowledgement_then_triage_news() -> None:
+def test_an_opened_case_calls_for_triage_news_alone() -> None:
+    # The acknowledgement went out from complaint.received (handlers.on_received).
     planned = plan(_event("complaint.status_changed", status="triaged", reason="case_opened"))
-    assert [p.type for p in planned] == ["complaint.acknowledged", "complaint.triaged"]
+    assert [p.type for p in planned] == ["complaint.triaged"]
 
 
-def test_a_linked_duplicate_is_acknowledged_with_its_original_ticket() -> None:
-    [ack] = plan(
+def test_a_linked_duplicate_is_told_its_original_ticket() -> None:
+    [linked] = plan(
         _event(
             "complaint.status_changed",
             status="triaged",
@@ -41,8 +42,8 @@ def test_a_linked_duplicate_is_acknowledged_with_its_original_ticket() -> None:
             duplicate_of_ticket_no="WC-20261120-000007",
         )
     )
-    assert ack.type == "complaint.acknowledged"
-    assert ack.data["duplicate_of_ticket_no"] == "WC-20261120-000007"
+    assert (linked.type, linked.template) == ("complaint.triaged", "complaint.triaged.duplicate")
+    assert linked.data["duplicate_of_ticket_no"] == "WC-20261120-000007"
 
 
 def test_resolution_news_waits_for_approval() -> None:

@@ -17,14 +17,18 @@ from shared.topics import NOTIFICATIONS
 
 TENANT = uuid.uuid4()
 RECEIVED_AT = datetime(2026, 11, 23, 8, tzinfo=UTC)
+FIRST_RESPONSE_DUE = "2026-11-24T08:00:00+00:00"  # intake's provisional promise
 
 
 @dataclass
 class FakeRecipients:
     rows: dict[uuid.UUID, Recipient] = field(default_factory=dict)
 
-    async def add(self, recipient: Recipient) -> None:
-        self.rows.setdefault(recipient.complaint_id, recipient)
+    async def add(self, recipient: Recipient) -> bool:
+        if recipient.complaint_id in self.rows:
+            return False
+        self.rows[recipient.complaint_id] = recipient
+        return True
 
 
 @dataclass
@@ -66,6 +70,7 @@ def received(customer: dict[str, Any], tenant_locale: str | None = "en") -> Type
             "channel": "app",
             "description": "charged twice",
             "received_at": RECEIVED_AT.isoformat(),
+            "first_response_due": FIRST_RESPONSE_DUE,
             "tenant": {"webhook_url": "https://tenant.example/hooks", "locale": tenant_locale},
         },
     ).typed()
@@ -75,7 +80,7 @@ def resolution_event(event_type: str, **payload: Any) -> TypedEnvelope[Any]:
     return _envelope(event_type, "resolution", payload).typed()
 
 
-async def test_a_received_complaint_remembers_its_recipient() -> None:
+async def test_a_received_complaint_remembers_its_recipient_and_is_acknowledged_at_once() -> None:
     uow = FakeNotifierUnitOfWork()
     event = received({"id": "u-1", "locale": "zh-TW", "email": "li@example.com"})
     await handlers.on_received(event, uow)
@@ -88,7 +93,22 @@ async def test_a_received_complaint_remembers_its_recipient() -> None:
         email="li@example.com",
         received_at=RECEIVED_AT,
     )
-    assert not uow.deliveries.queued and not uow.emitted
+    ack = PlannedNotification(
+        "complaint.acknowledged",
+        "complaint.acknowledged",
+        {"first_response_due": FIRST_RESPONSE_DUE},
+    )
+    assert uow.deliveries.queued == [(event.complaint_id, ack)]
+    assert not uow.emitted  # notification.sent comes from the delivery worker
+
+
+async def test_a_complaint_received_twice_is_acknowledged_once() -> None:
+    uow = FakeNotifierUnitOfWork()
+    first = received({"id": "u-1"})
+    again = first.model_copy(update={"event_id": uuid.uuid4()})  # re-published, a new id
+    await handlers.on_received(first, uow)
+    await handlers.on_received(again, uow)
+    assert [n.type for _, n in uow.deliveries.queued] == ["complaint.acknowledged"]
 
 
 async def test_the_locale_falls_back_to_the_tenants_then_chinese() -> None:
@@ -124,7 +144,7 @@ async def test_a_follow_up_message_changes_no_recipient() -> None:
     assert not uow.recipients.rows
 
 
-async def test_an_opened_case_queues_acknowledgement_then_triage_news_with_its_due_times() -> None:
+async def test_an_opened_case_queues_triage_news_with_its_due_times() -> None:
     uow = FakeNotifierUnitOfWork()
     opened = resolution_event(
         "complaint.status_changed",
@@ -143,10 +163,6 @@ async def test_an_opened_case_queues_acknowledgement_then_triage_news_with_its_d
         "priority": "P2",
     }
     assert uow.deliveries.queued == [
-        (
-            opened.complaint_id,
-            PlannedNotification("complaint.acknowledged", "complaint.acknowledged", dues),
-        ),
         (opened.complaint_id, PlannedNotification("complaint.triaged", "complaint.triaged", dues)),
     ]
 

@@ -10,8 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from services.notifier import refund_timing
-from services.notifier.planning import plan
+from services.notifier.planning import acknowledgement, plan
 from services.notifier.refund_timing import RefundTimingSettings, WorkingDays, parse
+from shared.event_payloads import ComplaintReceived
 from shared.events import TypedEnvelope, new_event
 
 TICKET = "WC-20261123-000042"
@@ -87,7 +88,6 @@ def test_a_complaints_steps_reach_the_customer_in_order() -> None:
         _event("complaint.status_changed", status="closed"),
     ]
     assert _types(*steps) == [
-        "complaint.acknowledged",
         "complaint.triaged",
         "complaint.agent_message",
         "complaint.sla_breached",
@@ -99,8 +99,25 @@ def test_a_complaints_steps_reach_the_customer_in_order() -> None:
     ]
 
 
-def test_the_acknowledgement_and_triage_carry_the_due_times_and_category() -> None:
-    ack, triaged = plan(
+def test_the_acknowledgement_promises_what_intakes_answer_did() -> None:
+    received = ComplaintReceived.model_validate(
+        {
+            "customer": {"id": "u-1", "email": "li@example.com"},
+            "channel": "app",
+            "description": "charged twice",
+            "received_at": "2026-11-23T02:00:00+00:00",
+            "first_response_due": "2026-11-24T02:00:00+00:00",
+            "tenant": {"webhook_url": "https://tenant.example/hooks"},
+        }
+    )
+    ack = acknowledgement(received)
+    assert (ack.type, ack.template) == ("complaint.acknowledged", "complaint.acknowledged")
+    # Only the promise: nothing of the customer's (the address, the text) is kept with it.
+    assert ack.data == {"first_response_due": "2026-11-24T02:00:00+00:00"}
+
+
+def test_triage_news_carries_the_due_times_and_category() -> None:
+    [triaged] = plan(
         _event(
             "complaint.status_changed",
             status="triaged",
@@ -119,7 +136,6 @@ def test_the_acknowledgement_and_triage_carry_the_due_times_and_category() -> No
         "category": "fraud",
         "priority": "P1",
     }
-    assert (ack.template, ack.data) == ("complaint.acknowledged", expected)
     assert (triaged.template, triaged.data) == ("complaint.triaged", expected)
 
 

@@ -18,8 +18,9 @@ import pytest
 from jinja2 import meta
 
 from services.notifier import messages, rendering
-from services.notifier.planning import PlannedNotification, plan
+from services.notifier.planning import PlannedNotification, acknowledgement, plan
 from services.notifier.refund_timing import RefundTimingSettings
+from shared.event_payloads import ComplaintReceived
 from shared.events import TypedEnvelope, new_event
 
 TICKET = "WC-20261123-000042"
@@ -141,7 +142,18 @@ REFUNDS = RefundTimingSettings(refund_working_days="3-7")
 
 
 def planned() -> list[PlannedNotification]:
-    return [n for event in lifecycle() for n in plan(event, refunds=REFUNDS)]
+    """The acknowledgements (from complaint.received, with and without intake's promise),
+    then every notification of the lifecycle."""
+    received = {
+        "customer": {"id": "u-1"},
+        "channel": "app",
+        "description": "charged twice",
+        "received_at": "2026-11-23T00:00:00+00:00",
+        "tenant": {"webhook_url": "https://tenant.example/hooks"},
+    }
+    promised = {**received, "first_response_due": "2026-11-24T00:00:00+00:00"}
+    acks = [acknowledgement(ComplaintReceived.model_validate(r)) for r in (promised, received)]
+    return acks + [n for event in lifecycle() for n in plan(event, refunds=REFUNDS)]
 
 
 def _template_keys() -> set[str]:
@@ -252,7 +264,7 @@ def test_a_refund_says_when_the_money_arrives() -> None:
 
 def test_dates_are_in_the_customers_time_zone_when_known() -> None:
     data = {"first_response_due": "2026-11-23T02:00:00+00:00"}
-    ack = "complaint.acknowledged.duplicate"
+    ack = "complaint.acknowledged"
 
     def text(locale: str, zone: str | None) -> str:
         return rendering.render(ack, locale, data, ticket_no=TICKET, time_zone=zone).text
@@ -304,7 +316,11 @@ def test_the_texts_the_other_suites_rely_on() -> None:
     en = rendering.render("complaint.acknowledged", "en", data, ticket_no=TICKET)
     zh = rendering.render("complaint.acknowledged", "zh-CN", data, ticket_no=TICKET)
     assert en.text == (
-        f"We have received your complaint, ticket {TICKET}. We will reply by "
+        f"We have received your complaint, ticket {TICKET}. We will reply by 2026-11-23 02:00 UTC."
+    )
+    triaged = rendering.render("complaint.triaged", "en", data, ticket_no=TICKET)
+    assert triaged.text == (
+        f"Ticket {TICKET} is being handled by our team. We will reply by "
         "2026-11-23 02:00 UTC and expect to resolve it by 2026-11-26 02:00 UTC."
     )
     assert f"工单号 {TICKET}" in zh.text and "北京时间" in zh.text
