@@ -157,9 +157,9 @@ async def test_a_refused_email_is_retried_as_the_same_multipart_message(
     mailbox = Mailbox(refusals=["451 4.3.0 Try again later", "550 5.7.1 Not now"])
     received = received_with(receiver.url, ADDRESS)
     # The race: the case event is handled before complaint.received; the e-mail rows
-    # are made when the recipient (with the address) arrives.
+    # are made when the recipient (with the address) arrives with its acknowledgement.
     await handle(db, case_opened(received), email_on=True)
-    assert [r["channel"] for r in await rows_of(db, received.complaint_id)] == ["webhook"] * 2
+    assert [r["channel"] for r in await rows_of(db, received.complaint_id)] == ["webhook"]
     await handle(db, received, email_on=True)
     await handle(db, received, email_on=True)  # redelivered: no second set of e-mails
     rows = await rows_of(db, received.complaint_id)
@@ -167,6 +167,9 @@ async def test_a_refused_email_is_retried_as_the_same_multipart_message(
     emails = [r for r in rows if r["channel"] == "email"]
     assert [r["source_id"] for r in emails] == [r["id"] for r in webhooks]  # same order
     assert {r["event_id"] for r in emails}.isdisjoint({r["event_id"] for r in webhooks})
+    # Written after the triage news, the acknowledgement still goes first on both channels.
+    assert [r["type"] for r in emails] == ["complaint.triaged", "complaint.acknowledged"]
+    ack_mail = next(r for r in emails if r["type"] == "complaint.acknowledged")
 
     settings = settings_for(migrated, smtp_url=f"smtp://127.0.0.1:{port}")
     with smtp_server(mailbox, port):
@@ -176,7 +179,7 @@ async def test_a_refused_email_is_retried_as_the_same_multipart_message(
     # The acknowledgement was refused twice, then accepted; the triaged one followed it.
     assert [reply[:3] for reply, _raw in mailbox.seen] == ["451", "550", "250", "250"]
     ack_ids = {_parse(raw)["Message-ID"] for _reply, raw in mailbox.seen[:3]}
-    assert ack_ids == {f"<{emails[0]['event_id']}@notifier.complaints.invalid>"}
+    assert ack_ids == {f"<{ack_mail['event_id']}@notifier.complaints.invalid>"}
     assert len({raw for _reply, raw in mailbox.seen[:3]}) == 1  # the very same bytes
     ack, triaged = mailbox.accepted()
     assert received.ticket_no in ack["Subject"] and received.ticket_no in triaged["Subject"]
@@ -189,7 +192,7 @@ async def test_a_refused_email_is_retried_as_the_same_multipart_message(
     log = await db.fetch(
         "SELECT a.attempt, a.channel, a.endpoint, a.status_code, a.error, a.latency_ms "
         "FROM delivery_attempts a WHERE a.delivery_id = $1 ORDER BY a.attempt",
-        emails[0]["id"],
+        ack_mail["id"],
     )
     assert [(r["attempt"], r["status_code"], r["error"]) for r in log] == [
         (1, 451, "SMTP 451"),
@@ -254,7 +257,7 @@ async def test_no_email_rows_without_smtp_or_without_an_address(
     await handle(db, received, email_on=email_on)
     await handle(db, case_opened(received), email_on=email_on)  # a later event too
     rows = await rows_of(db, received.complaint_id)
-    assert {r["channel"] for r in rows} == {"webhook"} and len(rows) == 4
+    assert {r["channel"] for r in rows} == {"webhook"} and len(rows) == 3
     # Parked: these tests send nothing.
     await db.execute(
         "UPDATE deliveries SET state = 'failed' WHERE complaint_id = $1", received.complaint_id
@@ -272,7 +275,7 @@ async def test_the_email_of_each_notification_is_queued_once_whatever_comes_firs
     rows = await rows_of(db, received.complaint_id)
     hooks = [r["id"] for r in rows if r["channel"] == "webhook"]
     assert [r["source_id"] for r in rows if r["channel"] == "email"] == hooks
-    assert len(hooks) == 4
+    assert len(hooks) == 3  # the acknowledgement, then one triage news per case event
     await db.execute(
         "UPDATE deliveries SET state = 'failed' WHERE complaint_id = $1", received.complaint_id
     )
