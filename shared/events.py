@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from shared.event_payloads import PAYLOAD_MODELS, EventPayload
 
@@ -58,24 +58,53 @@ class Envelope(EnvelopeHeader):
     """What travels: the payload stays a plain JSON object on the wire."""
 
     payload: dict[str, Any]
+    # The payload as its contract's model, when parse_envelope already validated it.
+    _contract_payload: EventPayload | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        # The kept contract payload derives from the fields: equal fields, equal envelopes.
+        if not isinstance(other, Envelope):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    __hash__ = EnvelopeHeader.__hash__
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
     def typed(self, model: type[P] | None = None) -> TypedEnvelope[P]:
         """This envelope with its payload as its contract's model (or `model`)."""
-        model = model or payload_model(self.event_type, self.schema_version)  # type: ignore[assignment]
+        contract = payload_model(self.event_type, self.schema_version)
+        model = model or contract  # type: ignore[assignment]
         assert model is not None
         header = {name: getattr(self, name) for name in EnvelopeHeader.model_fields}
-        payload = validate_payload(self.event_type, model, self.payload)
+        cached = self._contract_payload
+        if model is contract and cached is not None:
+            payload = cached
+        else:
+            payload = validate_payload(self.event_type, model, self.payload)
         # Fields already validated: construct without checking them again.
-        return TypedEnvelope[model].model_construct(**header, payload=payload)  # type: ignore[valid-type]
+        return typed_envelope(model).model_construct(**header, payload=payload)
 
 
 class TypedEnvelope(EnvelopeHeader, Generic[P]):
     """An envelope whose payload is its event type's model: what handlers receive."""
 
     payload: P
+
+
+# pydantic keeps its parametrised classes in a weak cache: a class nothing else holds is
+# freed by the next full garbage collection and built again (milliseconds) by the next
+# event of its type. Held here for the process's life.
+_TYPED_ENVELOPES: dict[type[EventPayload], type[TypedEnvelope[Any]]] = {}
+
+
+def typed_envelope(model: type[P]) -> type[TypedEnvelope[P]]:
+    """TypedEnvelope[model], built once per model."""
+    cls = _TYPED_ENVELOPES.get(model)
+    if cls is None:
+        cls = _TYPED_ENVELOPES[model] = TypedEnvelope[model]  # type: ignore[valid-type]
+    return cls
 
 
 def payload_model(event_type: str, schema_version: int = SCHEMA_VERSION) -> type[EventPayload]:
@@ -173,5 +202,6 @@ def parse_envelope(raw: bytes) -> Envelope:
         raise UnsupportedSchemaVersion(f"unsupported schema_version {envelope.schema_version}")
     model = PAYLOAD_MODELS.get((envelope.event_type, envelope.schema_version))
     if model is not None:
-        validate_payload(envelope.event_type, model, envelope.payload)
+        # Kept, so that handing the handler its typed envelope validates nothing twice.
+        envelope._contract_payload = validate_payload(envelope.event_type, model, envelope.payload)
     return envelope

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
 import json
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 
 from shared.events import UnsupportedSchemaVersion, new_event, parse_envelope
 from shared.ratelimit import TokenBuckets
+from shared.service_app import freeze_startup_objects
 from shared.signing import (
     derive_webhook_secret,
     issue_api_key,
@@ -49,6 +51,32 @@ def test_envelope_round_trips_and_is_keyed_by_complaint() -> None:
     assert parsed == event
     assert event.key == str(event.complaint_id).encode()
     assert event.occurred_at.utcoffset() is not None
+
+
+def test_a_parsed_event_hands_over_the_payload_it_validated_once() -> None:
+    parsed = parse_envelope(_event().model_dump_json().encode())
+    first, second = parsed.typed(), parsed.typed()
+    assert first.payload is second.payload  # validated by parse_envelope, not again
+    assert str(first.payload.amount) == "86.50"
+    built = _event()  # built here, never parsed: its typed payload is validated on demand
+    assert built.typed().payload == first.payload.model_copy()
+
+
+def test_the_typed_envelope_class_outlives_a_full_garbage_collection() -> None:
+    # pydantic's own cache of parametrised classes is weak: without ours, the class
+    # would be built again after every full collection.
+    before = type(_event().typed())
+    gc.collect()
+    assert type(_event().typed()) is before
+
+
+def test_a_served_process_freezes_what_start_up_built() -> None:
+    gc.unfreeze()
+    try:
+        freeze_startup_objects()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # the test process collects as usual
 
 
 def test_every_event_gets_its_own_id() -> None:
