@@ -13,6 +13,10 @@ when a batch cannot commit.
   and writes what the handlers buffered before the commit, so one statement can carry
   what the events of a whole batch change (intake's read model does).
 
+- A topic's event types its handler does not act on (`ServiceRuntime.on(...,
+  event_types=...)`) are passed over by the record's `event_type` header before any
+  parsing, inbox row or transaction, and counted with outcome `ignored`.
+
 - A message that can never succeed (bad JSON, unknown schema version, a handler bug that
   persists across bounded retries) goes to `<topic>.dlq` untouched, with headers saying
   why, and the partition moves on.
@@ -29,7 +33,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -126,9 +130,11 @@ class EventConsumer:
         max_attempts: int = 5,
         retry_base_s: float = 0.2,
         scope: TransactionScope = no_scope,
+        event_types: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self._service = service
         self._scope = scope
+        self._event_types = dict(event_types or {})
         self._pool = pool
         self._producer = producer
         self._metrics = metrics
@@ -158,6 +164,7 @@ class EventConsumer:
         cannot commit, each partition falls back to one transaction per record,
         partitions concurrently (the per-record path decides retries and dead letters);
         the first exception is raised once every partition is done (seek back)."""
+        partitions = [kept for p in partitions if (kept := self._acted_on(p))]
         records = [record for partition in partitions for record in partition]
         if len(records) > 1:
             try:
@@ -181,6 +188,22 @@ class EventConsumer:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+
+    def _acted_on(self, records: Sequence[Record]) -> list[Record]:
+        """The records whose handler acts on their type: a topic's other types (by the
+        `event_type` header the outbox relay sets) are counted as `ignored` and passed
+        over. A record without the header is kept: parsing decides."""
+        if not records or records[0].topic not in self._event_types:
+            return list(records)
+        wanted = self._event_types[records[0].topic]
+        kept = []
+        for record in records:
+            event_type = header(record, "event_type")
+            if event_type is None or event_type.decode(errors="replace") in wanted:
+                kept.append(record)
+            else:
+                self._count(record.topic, "ignored")
+        return kept
 
     async def _apply_batch(
         self, records: Sequence[Record], handler_for: Callable[[str], Handler]

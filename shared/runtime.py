@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 import asyncpg
@@ -51,6 +51,7 @@ class ServiceRuntime:
         self.broker: KafkaBroker = make_broker(settings, client_id=self.name)
         self._pool: asyncpg.Pool | None = None
         self._subscriptions: dict[str, Handler] = {}
+        self._event_types: dict[str, frozenset[str]] = {}
         self._scope: TransactionScope = no_scope
         self._relay: OutboxRelay | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -78,9 +79,13 @@ class ServiceRuntime:
             raise RuntimeError("runtime not started")
         return self._producer
 
-    def on(self, topic: str, handler: Handler) -> None:
-        """Register a handler for `topic`; wired to the broker on start."""
+    def on(self, topic: str, handler: Handler, *, event_types: Iterable[str] | None = None) -> None:
+        """Register a handler for `topic`; wired to the broker on start. `event_types`:
+        the only types it acts on; the topic's others are passed over by their
+        `event_type` header, before any parsing, inbox row or transaction."""
         self._subscriptions[topic] = handler
+        if event_types is not None:
+            self._event_types[topic] = frozenset(event_types)
 
     def scope_transactions(self, scope: TransactionScope) -> None:
         """Open `scope` around the handlers of every consumer transaction (see
@@ -126,6 +131,7 @@ class ServiceRuntime:
             max_attempts=s.consumer_max_attempts,
             retry_base_s=s.consumer_retry_base_s,
             scope=self._scope,
+            event_types=self._event_types,
         )
         if self._subscriptions:
             await wait_for_topics(s.kafka_bootstrap_servers, self._subscriptions)

@@ -25,7 +25,8 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
     runtime = ServiceRuntime(settings, SCHEMA)
     runtime.on(COMPLAINTS_TRIAGED, read_model.on_triaged)
     runtime.on(COMPLAINTS_RESOLUTION, read_model.on_resolution)
-    runtime.on(NOTIFICATIONS, read_model.on_notification)
+    # A failed notification leaves no line on the customer's timeline.
+    runtime.on(NOTIFICATIONS, read_model.on_notification, event_types={"notification.sent"})
     runtime.scope_transactions(view_batch)
 
     app = build_app(

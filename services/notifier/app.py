@@ -23,7 +23,12 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     settings = settings or NotifierSettings()
     runtime = ServiceRuntime(settings, SCHEMA)
     email = settings.email_enabled
-    runtime.on(COMPLAINTS_RECEIVED, bind(handlers.on_received, email=email))
+    # Follow-up messages and feedback change no recipient and call for no notice.
+    runtime.on(
+        COMPLAINTS_RECEIVED,
+        bind(handlers.on_received, email=email),
+        event_types={"complaint.received"},
+    )
     runtime.on(COMPLAINTS_RESOLUTION, bind(handlers.on_resolution_topic, email=email))
     worker = DeliveryWorker(lambda: runtime.pool, settings, runtime.metrics)
     runtime.add_background(worker.run_forever, name="delivery_loop")

@@ -29,8 +29,14 @@ def create_app(settings: TriageSettings | None = None) -> FastAPI:
         duplicate_window=timedelta(days=settings.duplicate_window_days),
         incident_policy=settings.incident_policy(),
     )
-    runtime.on(COMPLAINTS_RECEIVED, bind(triage))
-    runtime.on(COMPLAINTS_RESOLUTION, bind(corrections.on_resolution_event))
+    # Follow-up messages and feedback need no triage; of the case events only an agent's
+    # correction teaches triage anything.
+    runtime.on(COMPLAINTS_RECEIVED, bind(triage), event_types={"complaint.received"})
+    runtime.on(
+        COMPLAINTS_RESOLUTION,
+        bind(corrections.on_resolution_event),
+        event_types={"complaint.recategorised"},
+    )
     runtime.add_background(
         incidents.purge_counts_loop(lambda: runtime.pool, settings.incident_policy()),
         name="incident_counter_purge",

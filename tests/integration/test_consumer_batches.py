@@ -77,7 +77,10 @@ async def _publish_all(bootstrap: str, topic: str, messages: list[tuple[bytes, b
 
 
 async def _consume(
-    infra: Infra, topic: str, scope: TransactionScope | None = None
+    infra: Infra,
+    topic: str,
+    scope: TransactionScope | None = None,
+    event_types: set[str] | None = None,
 ) -> tuple[ServiceRuntime, RecordingHandler]:
     settings = infra.settings(
         ServiceSettings,
@@ -87,7 +90,7 @@ async def _consume(
     )
     runtime = ServiceRuntime(settings, SCHEMA)
     handler = RecordingHandler()
-    runtime.on(topic, handler)
+    runtime.on(topic, handler, event_types=event_types)
     if scope is not None:
         runtime.scope_transactions(scope)
     await runtime.start()
@@ -250,3 +253,51 @@ async def test_a_transaction_scope_wraps_each_transaction_and_its_failure_falls_
     for row in effects:
         per_tx[row["tx"]] += 1
     assert {r["tx"]: r["seq"] for r in summaries} == dict(per_tx)
+
+
+async def test_types_the_handler_does_not_act_on_are_passed_over_by_their_header(
+    infra: Infra, schema: str
+) -> None:
+    topic = f"batch.types.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(infra.kafka_bootstrap, (topic,), partitions=PARTITIONS)
+    wanted = [uncontracted_event(seq=i, stream="wanted") for i in range(6)]
+    other = [uncontracted_event("test.other", seq=i, stream="other") for i in range(6)]
+    # No header (a producer other than our relay): parsed and handed to the handler,
+    # which decides, as every handler does.
+    bare = uncontracted_event("test.other", seq=0, stream="bare")
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        sent = [
+            await producer.send(
+                topic, as_bytes(e), e.key, headers=[("event_type", e.event_type.encode())]
+            )
+            for e in (*wanted, *other)
+        ]
+        sent.append(await producer.send(topic, as_bytes(bare), bare.key))
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    runtime, handler = await _consume(infra, topic, event_types={"test.happened"})
+    try:
+        rows = await eventually(lambda: _effects_when(infra, len(wanted) + 1), within_s=60)
+        await asyncio.sleep(1)  # nothing more arrives
+        rows = await _effects(infra)
+        ignored = runtime.metrics.registry.get_sample_value(
+            "events_consumed_total",
+            {"service": runtime.name, "topic": topic, "outcome": "ignored"},
+        )
+        conn = await asyncpg.connect(infra.database_url)
+        try:
+            inbox = await conn.fetch(
+                f"SELECT event_id FROM {SCHEMA}.inbox WHERE consumer = $1", runtime.name
+            )
+        finally:
+            await conn.close()
+    finally:
+        await runtime.stop()
+    handled = {e.event_id for e in (*wanted, bare)}
+    assert {r["event_id"] for r in rows} == handled and len(rows) == len(handled)
+    assert set(handler.calls) == handled  # the others never reached the handler
+    assert {r["event_id"] for r in inbox} == handled  # nor the inbox
+    assert ignored == len(other)

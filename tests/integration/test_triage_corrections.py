@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from services.intake.app import MIGRATIONS as INTAKE_MIGRATIONS
 from services.intake.app import create_app as create_intake
@@ -218,14 +220,17 @@ async def test_an_agents_correction_becomes_one_labelled_example_in_triage(
     )
     assert marker.status_code == 200, marker.text
 
+    # Triage passes the case's status changes over unread (no inbox row): the marker is
+    # consumed once triage's group has committed past it.
+    async def marker_published() -> list[dict[str, Any]] | None:
+        changes = await _status_changes(infra, complaint_id)
+        return changes if len(changes) >= 2 else None  # case opened + in_progress
+
+    await eventually(marker_published)
+    partition, end = await _end_of_partition(infra, complaint_id.encode())
+
     async def marker_consumed() -> bool:
-        [state] = await _fetch(
-            infra,
-            "triage",
-            "SELECT count(*) AS n FROM inbox WHERE consumer = 'triage' AND event_id = ANY($1)",
-            [uuid.UUID(e["event_id"]) for e in await _status_changes(infra, complaint_id)],
-        )
-        return state["n"] >= 2  # case opened + in_progress
+        return await _committed(infra, "triage", partition) >= end
 
     await eventually(marker_consumed)
     # On the topic: the one event, and the copy this test put there; no second fact.
@@ -234,6 +239,33 @@ async def test_an_agents_correction_becomes_one_labelled_example_in_triage(
     assert await example() == [stored]
     corrections = await load_corrections(infra.database_url)
     assert [c["id"] for c in corrections].count(complaint_id) == 1
+
+
+async def _end_of_partition(infra: Infra, key: bytes) -> tuple[int, int]:
+    """The partition of `key` on complaints.resolution.v1 and its end offset now."""
+    [partition] = {
+        m.partition
+        for m in await read_topic(infra.kafka_bootstrap, COMPLAINTS_RESOLUTION)
+        if m.key == key
+    }
+    consumer = AIOKafkaConsumer(bootstrap_servers=infra.kafka_bootstrap)
+    await consumer.start()
+    try:
+        tp = TopicPartition(COMPLAINTS_RESOLUTION, partition)
+        return partition, (await consumer.end_offsets([tp]))[tp]
+    finally:
+        await consumer.stop()
+
+
+async def _committed(infra: Infra, group: str, partition: int) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    committed = offsets.get(TopicPartition(COMPLAINTS_RESOLUTION, partition))
+    return committed.offset if committed is not None else -1
 
 
 async def _status_changes(infra: Infra, complaint_id: str) -> list[dict[str, Any]]:
