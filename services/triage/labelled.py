@@ -19,7 +19,8 @@ from services.triage.rules import CATEGORIES, PRIORITIES
 
 REPO_DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 # The development part: what the rules and the model were built from. The test parts
-# (triage_test.jsonl, triage_safety_test.jsonl) are never training data.
+# (triage_test.jsonl, triage_safety_test.jsonl, and the third round's fresh ones,
+# triage_fresh_test.jsonl and triage_floor_test.jsonl) are never training data.
 DEFAULT_TRAINING_FILES = (
     REPO_DATA / "triage_labelled.jsonl",
     REPO_DATA / "triage_dev.jsonl",

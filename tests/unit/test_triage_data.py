@@ -12,7 +12,12 @@ from services.triage import labelled
 from services.triage.rules import PRIORITIES, TriageRules, load_rules
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-TEST_PARTS = (DATA / "triage_test.jsonl", DATA / "triage_safety_test.jsonl")
+TEST_PARTS = (
+    DATA / "triage_test.jsonl",
+    DATA / "triage_safety_test.jsonl",
+    DATA / "triage_fresh_test.jsonl",
+    DATA / "triage_floor_test.jsonl",
+)
 ALL_FILES = (*labelled.DEFAULT_TRAINING_FILES, *TEST_PARTS)
 
 
