@@ -55,6 +55,7 @@ VOCABULARIES: dict[str, set[str]] = {
         "duplicate",
         "retried",
         "dead_lettered",
+        "ignored",  # a type the service does not act on, passed over by its header
         # notifications_sent_total
         "delivered",
         "retrying",
