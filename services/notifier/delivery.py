@@ -36,6 +36,7 @@ import structlog
 from prometheus_client import Gauge
 
 from services.notifier import circuit, mail
+from services.notifier.planning import ACKNOWLEDGEMENT
 from services.notifier.rendering import Rendered, render, supported_locale
 from services.notifier.settings import NotifierSettings
 from services.notifier.webhook_client import PoolTimeout, WebhookClient
@@ -652,7 +653,7 @@ class DeliveryWorker:
             outcome.delivered
             and state == "delivered"
             and channel == "webhook"
-            and row["type"] == "complaint.acknowledged"
+            and row["type"] == ACKNOWLEDGEMENT
         ):
             self._metrics.acknowledgement_seconds.observe(
                 (now - row["received_at"]).total_seconds()
