@@ -93,7 +93,8 @@ class PgRecipients:
 
     async def add(self, recipient: Recipient) -> bool:
         r = recipient
-        await self._conn.execute(_LOCK_COMPLAINT, r.complaint_id)
+        if self._email:  # the e-mail race (above); without SMTP there are no twins to make
+            await self._conn.execute(_LOCK_COMPLAINT, r.complaint_id)
         added = await self._conn.fetchval(
             """
             INSERT INTO recipients (complaint_id, tenant_id, ticket_no, webhook_url, locale,
