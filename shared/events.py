@@ -74,8 +74,9 @@ class Envelope(EnvelopeHeader):
 
     def typed(self, model: type[P] | None = None) -> TypedEnvelope[P]:
         """This envelope with its payload as its contract's model (or `model`)."""
-        contract = payload_model(self.event_type, self.schema_version)
-        model = model or contract  # type: ignore[assignment]
+        contract = PAYLOAD_MODELS.get((self.event_type, self.schema_version))
+        # No model given and none registered: payload_model raises UnknownEventType.
+        model = model or contract or payload_model(self.event_type, self.schema_version)  # type: ignore[assignment]
         assert model is not None
         header = {name: getattr(self, name) for name in EnvelopeHeader.model_fields}
         cached = self._contract_payload

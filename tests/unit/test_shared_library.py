@@ -11,7 +11,8 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
-from shared.events import UnsupportedSchemaVersion, new_event, parse_envelope
+from shared.event_payloads import EventPayload
+from shared.events import UnknownEventType, UnsupportedSchemaVersion, new_event, parse_envelope
 from shared.ratelimit import TokenBuckets
 from shared.service_app import freeze_startup_objects
 from shared.signing import (
@@ -60,6 +61,24 @@ def test_a_parsed_event_hands_over_the_payload_it_validated_once() -> None:
     assert str(first.payload.amount) == "86.50"
     built = _event()  # built here, never parsed: its typed payload is validated on demand
     assert built.typed().payload == first.payload.model_copy()
+
+
+def test_an_event_without_a_contract_is_typed_only_by_a_model_given() -> None:
+    class Happened(EventPayload):
+        seq: int
+
+    event = new_event(
+        "test.happened",
+        producer="test",
+        tenant_id=uuid.uuid4(),
+        complaint_id=uuid.uuid4(),
+        ticket_no="WC-T",
+        correlation_id=uuid.uuid4(),
+        payload={"seq": 3},
+    )
+    assert event.typed(Happened).payload.seq == 3
+    with pytest.raises(UnknownEventType):
+        event.typed()
 
 
 def test_the_typed_envelope_class_outlives_a_full_garbage_collection() -> None:
