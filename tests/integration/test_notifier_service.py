@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import httpx
 import pytest
@@ -93,6 +94,28 @@ async def test_acknowledgement_then_progress_signed_and_announced(
     assert len(webhook_sink.delivered()) == 2
     metrics = (await notifier.get("/metrics")).text
     assert "complaint_acknowledgement_seconds_count 1.0" in metrics
+
+
+async def test_the_acknowledgement_needs_no_case_event(
+    infra: Infra, notifier: httpx.AsyncClient, webhook_sink: WebhookSink
+) -> None:
+    # Triage and resolution down, or slow: the complaint is acknowledged all the same,
+    # with the first response due time intake promised.
+    received = received_event(webhook_url=webhook_sink.url)
+    await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(received), received.key)
+
+    async def acknowledged() -> list | None:
+        mine = [
+            json.loads(h.body)
+            for h in webhook_sink.delivered()
+            if json.loads(h.body)["ticket_no"] == received.ticket_no
+        ]
+        return mine or None
+
+    [ack] = await eventually(acknowledged)
+    assert ack["type"] == "complaint.acknowledged"
+    promised = datetime.fromisoformat(received.payload["first_response_due"])
+    assert datetime.fromisoformat(ack["data"]["first_response_due"]) == promised
 
 
 async def test_the_acknowledgement_goes_first_when_the_case_event_was_handled_first(
