@@ -97,17 +97,23 @@ async def start_clocks(conn: asyncpg.Connection, case: ClockCase, now: datetime)
         case.resolution_due,
         calendar(case.jurisdiction, case.tenant_id),
     )
-    await conn.executemany(
+    # One statement for the round's clocks (three or four of them), not one per clock.
+    await conn.execute(
         """
         INSERT INTO clocks (complaint_id, name, round, kind, state, started_at, due_at,
             duration, updated_at)
-        VALUES ($1, $2, 1, $3, 'running', $4, $5, $6, $7)
+        SELECT $1, c.name, 1, c.kind, 'running', c.started_at, c.due_at, c.duration, $7
+        FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+                    $6::interval[]) AS c(name, kind, started_at, due_at, duration)
         ON CONFLICT (complaint_id, name, round) DO NOTHING
         """,
-        [
-            (case.complaint_id, p.name.value, p.kind, p.started_at, p.due_at, p.duration, now)
-            for p in planned
-        ],
+        case.complaint_id,
+        [p.name.value for p in planned],
+        [p.kind for p in planned],
+        [p.started_at for p in planned],
+        [p.due_at for p in planned],
+        [p.duration for p in planned],
+        now,
     )
     await refresh_case(conn, case.complaint_id)
 
