@@ -96,6 +96,12 @@ async def test_acknowledgement_then_progress_signed_and_announced(
     assert "complaint_acknowledgement_seconds_count 1.0" in metrics
 
 
+def _bodies_for(sink: WebhookSink, ticket_no: str) -> list[dict]:
+    """The webhook bodies delivered for one ticket, in the order they came."""
+    bodies = [json.loads(h.body) for h in sink.delivered()]
+    return [b for b in bodies if b["ticket_no"] == ticket_no]
+
+
 async def test_the_acknowledgement_needs_no_case_event(
     infra: Infra, notifier: httpx.AsyncClient, webhook_sink: WebhookSink
 ) -> None:
@@ -105,12 +111,7 @@ async def test_the_acknowledgement_needs_no_case_event(
     await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(received), received.key)
 
     async def acknowledged() -> list | None:
-        mine = [
-            json.loads(h.body)
-            for h in webhook_sink.delivered()
-            if json.loads(h.body)["ticket_no"] == received.ticket_no
-        ]
-        return mine or None
+        return _bodies_for(webhook_sink, received.ticket_no) or None
 
     [ack] = await eventually(acknowledged)
     assert ack["type"] == "complaint.acknowledged"
@@ -142,11 +143,7 @@ async def test_the_acknowledgement_goes_first_when_the_case_event_was_handled_fi
         await produce(infra.kafka_bootstrap, COMPLAINTS_RECEIVED, as_bytes(received), received.key)
 
         async def both_delivered() -> list | None:
-            mine = [
-                json.loads(h.body)
-                for h in webhook_sink.delivered()
-                if json.loads(h.body)["ticket_no"] == received.ticket_no
-            ]
+            mine = _bodies_for(webhook_sink, received.ticket_no)
             return mine if len(mine) >= 2 else None
 
         bodies = await eventually(both_delivered)

@@ -24,6 +24,7 @@ from shared.signing import (
     verify_webhook,
 )
 from shared.topics import ALL_TOPICS, dead_letter_topic
+from tests.integration.events import uncontracted_event
 
 
 def _event():
@@ -67,15 +68,7 @@ def test_an_event_without_a_contract_is_typed_only_by_a_model_given() -> None:
     class Happened(EventPayload):
         seq: int
 
-    event = new_event(
-        "test.happened",
-        producer="test",
-        tenant_id=uuid.uuid4(),
-        complaint_id=uuid.uuid4(),
-        ticket_no="WC-T",
-        correlation_id=uuid.uuid4(),
-        payload={"seq": 3},
-    )
+    event = uncontracted_event(seq=3)
     assert event.typed(Happened).payload.seq == 3
     with pytest.raises(UnknownEventType):
         event.typed()
