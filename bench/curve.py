@@ -77,7 +77,8 @@ async def curve_point(
     later: dict[str, Any] = {}
     if drained_by is not None:
         drained_at = max(
-            drained_at, await wait_for_acks(drained_by, tickets.by_request.values(), 300)
+            drained_at,
+            await wait_for_acks(drained_by, tickets.by_request.values(), drain_timeout_s),
         )
         after = ack_latencies(result.sent_at, tickets.by_request, drained_by, drained_at)
         later = {

@@ -207,6 +207,11 @@ async def arrived(
     return {i: seen_at[t] for i, t in tickets.items() if t in seen_at}
 
 
+def _latencies_ms(arrivals: Mapping[int, float], result: LoadResult) -> list[float]:
+    """Each arrival's wait from its request's intended send time, sorted, in ms."""
+    return sorted((at - result.sent_at[i]) * 1000 for i, at in arrivals.items())
+
+
 async def ack_latency(api_keys: list[str], sink: AckSink, rate: float) -> dict[str, Any]:
     result = await open_loop(
         HOST,
@@ -219,9 +224,9 @@ async def ack_latency(api_keys: list[str], sink: AckSink, rate: float) -> dict[s
         keep_bodies=True,
     )
     acks = await arrived(sink.acked_at, result, timeout_s=60)
-    latencies = sorted((acks[i] - result.sent_at[i]) * 1000 for i in acks)
+    latencies = _latencies_ms(acks, result)
     triaged = await arrived(sink.triaged_at, result, timeout_s=60)
-    triage_latencies = sorted((triaged[i] - result.sent_at[i]) * 1000 for i in triaged)
+    triage_latencies = _latencies_ms(triaged, result)
     return {
         "kind": "ack_latency",
         "offered_per_s": rate,
