@@ -66,16 +66,18 @@ _COLUMNS = """d.id, d.lease_id, d.event_id, d.complaint_id, d.tenant_id, d.ticke
 
 
 def _claim_sql(candidates: str, due: str) -> str:
-    """The claim: `candidates` (a row source aliased d0) narrowed to what may go now.
+    """The claim: `candidates` (a query of delivery ids) narrowed to what may go now.
     $4 NULL: due deliveries whose endpoint's circuit is closed (or has none); $4 an
     endpoint: its half-open probe, one delivery."""
     return f"""
-WITH candidates AS MATERIALIZED ({candidates}),
-due AS (
-    SELECT d.id FROM candidates JOIN deliveries d ON d.id = candidates.id
+WITH due AS (
+    SELECT d.id FROM deliveries d
     JOIN recipients r ON r.complaint_id = d.complaint_id
     LEFT JOIN circuits c ON c.endpoint = {_ENDPOINT}
-    WHERE d.state IN ('pending', 'retrying') AND {due}
+    -- By primary key from the candidates' ids: joined as a row source instead, the
+    -- planner's generic plan hashed every open delivery for each claim.
+    WHERE d.id = ANY(ARRAY({candidates}))
+      AND d.state IN ('pending', 'retrying') AND {due}
       AND (d.channel = 'webhook' OR $3::text IS NOT NULL)
       AND CASE WHEN $4::text IS NULL THEN c.state IS NULL OR c.state = 'closed'
                ELSE c.endpoint = $4::text END
@@ -107,12 +109,13 @@ _CLAIM = _claim_sql(
     "AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT $1 * 10",
     "d.next_attempt_at <= now()",
 )
-# A probe may take a parked delivery: parking only keeps it out of the due set. Once per
-# cool-down per endpoint, so reading every open row of the endpoint is affordable.
+# A probe may take a parked delivery: parking only keeps it out of the due set. The
+# endpoint's oldest open rows, read in age order until ten times the batch are found.
 _PROBE_CLAIM = _claim_sql(
     "SELECT d0.id FROM deliveries d0 JOIN recipients r0 ON r0.complaint_id = d0.complaint_id "
     "WHERE d0.state IN ('pending', 'retrying') "
-    "AND CASE WHEN d0.channel = 'email' THEN $3::text ELSE r0.endpoint END = $4::text",
+    "AND CASE WHEN d0.channel = 'email' THEN $3::text ELSE r0.endpoint END = $4::text "
+    "ORDER BY d0.created_at LIMIT $1 * 10",
     "(d.next_attempt_at <= now() OR d.parked)",
 )
 
