@@ -26,6 +26,7 @@ DEFAULT_TRAINING_FILES = (
     REPO_DATA / "triage_dev.jsonl",
     REPO_DATA / "triage_safety_dev.jsonl",
     REPO_DATA / "triage_floor_dev.jsonl",
+    REPO_DATA / "triage_floor_dev4.jsonl",
     REPO_DATA / "triage_train.jsonl",
 )
 

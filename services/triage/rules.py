@@ -71,6 +71,18 @@ def _zhconv_char_map() -> Mapping[int, str]:
     )
 
 
+@functools.cache
+def _latin_base_char_map() -> Mapping[int, str]:
+    """Accented Latin letters to their bare letter: pinyin typed with tone marks
+    ("zhànghù", "lǚ") reads as the toneless pinyin most customers type ("zhanghu")."""
+    table: dict[int, str] = {}
+    for code in range(0xC0, 0x250):
+        base = unicodedata.normalize("NFD", chr(code))[0]
+        if base != chr(code) and base.isascii() and base.isalpha():
+            table[code] = base
+    return MappingProxyType(table)
+
+
 _INFLECTION = r"(?:s|es|d|ed|ing)?"
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -87,7 +99,8 @@ class Normalisation:
     typo_exempt: frozenset[str]
 
     def normalise(self, text: str) -> str:
-        """NFKC (full-width to half-width), traditional to simplified, lower case,
+        """NFKC (full-width to half-width), traditional to simplified, tone marks and
+        other accents off Latin letters, lower case,
         hyphens between letters to spaces, contractions unified, whitespace collapsed."""
         text = unicodedata.normalize("NFKC", text).translate(self.char_map).lower()
         text = text.replace("\u2019", "'").replace("\u2018", "'")
@@ -281,7 +294,7 @@ def _normalisation(table: Mapping[str, Any]) -> Normalisation:
     )
     pairs = _string(table, "traditional_to_simplified", where).split()
     # zhconv's table covers every traditional character; the file's own pairs win.
-    char_map: dict[int, str] = dict(_zhconv_char_map())
+    char_map: dict[int, str] = {**_latin_base_char_map(), **_zhconv_char_map()}
     for pair in pairs:
         if len(pair) != 2:
             raise ValueError(f"{where} traditional_to_simplified: '{pair}' is not a char pair")

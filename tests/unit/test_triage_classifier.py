@@ -362,6 +362,55 @@ def test_traditional_chinese(classifier: Classifier) -> None:
     assert classify(classifier, "我的帳戶被凍結了，無法轉帳").category == "account_frozen"
 
 
+def test_pinyin_tone_marks_read_as_toneless_pinyin(rules: TriageRules) -> None:
+    assert rules.normalisation.normalise("Zhànghù bèi dào, yú'é méi le") == (
+        "zhanghu bei dao, yu'e mei le"
+    )
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        "zhànghù bèi dào le",  # "account stolen", typed with tone marks
+        "wo de zhang hao bei ren deng lu le",  # "someone else logged in to my account"
+        "you ren yong wo de zhanghu fu kuan, bu shi wo",  # "someone paid with it, not me"
+    ],
+)
+def test_fraud_in_pinyin(classifier: Classifier, description: str) -> None:
+    assert classify(classifier, description).category == "fraud"
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        "My balance was 320 yesterday and now is $0, I bought nothing",
+        "余额现在只剩0元了，我什么都没买",
+        "The card is right here in my wallet, yet it was used in another country",
+        "A login from an iPad, and I don't own an iPad. Then payments went out",
+        "The loan app said I was approved but I had to pay an insurance fee first",
+        "兼职刷单的说要先交保证金才能结算佣金",
+    ],
+)
+def test_money_lost_without_the_obvious_words_is_fraud(
+    classifier: Classifier, description: str
+) -> None:
+    assert classify(classifier, description).category == "fraud"
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        "The withdrawal fee was taken before the money reached my card, 2 yuan each time",
+        "提现要收手续费，太贵了",
+        "The card I ordered has not arrived, I want it sent again",
+    ],
+)
+def test_fees_and_cards_without_a_loss_are_not_fraud(
+    classifier: Classifier, description: str
+) -> None:
+    assert classify(classifier, description).category != "fraud"
+
+
 def test_mixed_language(classifier: Classifier) -> None:
     assert classify(classifier, "昨天在Starbucks被charge了两次").category == "duplicate_charge"
 

@@ -17,6 +17,7 @@ TEST_PARTS = (
     DATA / "triage_safety_test.jsonl",
     DATA / "triage_fresh_test.jsonl",
     DATA / "triage_floor_test.jsonl",
+    DATA / "triage_floor_test4.jsonl",
 )
 ALL_FILES = (*labelled.DEFAULT_TRAINING_FILES, *TEST_PARTS)
 
