@@ -134,10 +134,12 @@ class Classifier:
         priority, priority_reasons = self._priority(category, facts)
         if prediction is not None:
             priority = self._hedge(priority, category, prediction, facts, priority_reasons)
+        strong = self._rules.scoring.weights["strong"]
         floor, floor_reason = safety_floor(
             FraudSignals(
                 rules_score=evidence["fraud"].score,
                 rules_min_score=self._rules.scoring.min_score,
+                rules_strong=evidence["fraud"].strongest_term >= strong,
                 model_probability=prediction.probability("fraud") if prediction else None,
             ),
             self._policy,

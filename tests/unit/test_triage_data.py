@@ -18,6 +18,7 @@ TEST_PARTS = (
     DATA / "triage_fresh_test.jsonl",
     DATA / "triage_floor_test.jsonl",
     DATA / "triage_floor_test4.jsonl",
+    DATA / "triage_floor_test5.jsonl",
 )
 ALL_FILES = (*labelled.DEFAULT_TRAINING_FILES, *TEST_PARTS)
 

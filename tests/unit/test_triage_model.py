@@ -106,7 +106,7 @@ def test_a_doubtful_decision_takes_the_more_urgent_priority() -> None:
         def predict(self, text: str) -> Prediction:
             return prediction
 
-    facts = ComplaintFacts("money gone somewhere", channel="app")
+    facts = ComplaintFacts("the payment is somewhere in between", channel="app")
     hedged = Classifier(
         load_rules(), Model(), DecisionPolicy(rule_bonus_applies=0.0, priority_hedge=0.2)
     )
