@@ -318,6 +318,11 @@ class DeliveryWorker:
             registry=metrics.registry,
         )
         self._housekeeping_at = 0.0
+        # Whether some circuit may be open or half-open, as of the last housekeeping or
+        # a failure recorded since: while none is, a claim round takes no probe (which
+        # costs a transaction of its own). Another instance's circuit opened meanwhile is
+        # seen at the next housekeeping, within _HOUSEKEEPING_S.
+        self._circuit_not_closed = True
         self._wakeup = asyncio.Event()
         self._outcomes: asyncio.Queue[Attempt] = asyncio.Queue()
         self._requests: set[asyncio.Task[None]] = set()
@@ -430,7 +435,7 @@ class DeliveryWorker:
         # Taken before the claim is sent, so the deadline (deadline_at) ends at least
         # lease_s - webhook_timeout_s before the lease the database grants (now() + lease_s).
         deadline_at = asyncio.get_running_loop().time() + s.webhook_timeout_s
-        rows = await self.claim_probes()
+        rows = await self.claim_probes() if self._circuit_not_closed else []
         rows += await self.claim(free - len(rows)) if free > len(rows) else []
         for row in rows:
             task = asyncio.create_task(self._send(row, deadline_at))
@@ -490,6 +495,7 @@ class DeliveryWorker:
                 ]
             )
         counts = {r["channel"]: r["n"] for r in await pool.fetch(circuit.OPEN_COUNT)}
+        self._circuit_not_closed = any(counts.values())
         for channel in ("webhook", "email"):
             self._circuits_open.labels(channel).set(counts.get(channel, 0))
 
@@ -635,6 +641,8 @@ class DeliveryWorker:
                 )
                 result = circuit_result(row["channel"], outcome)
                 results.setdefault(endpoint, []).append((row["channel"], result, outcome.error))
+                if result == "down":  # may have opened a circuit: probe from now on
+                    self._circuit_not_closed = True
             if attempts:
                 await conn.executemany(_LOG, attempts)
             if results:

@@ -48,7 +48,8 @@ async def on_case_status(event: TypedEnvelope[Any], uow: Any) -> None:
     stay resolved for good; "closed" need not follow), reopened or any other status stops
     it. `uow` is a NotifierUnitOfWork (its `contacts`)."""
     p = event.payload
-    if isinstance(p, ComplaintStatusChanged):
+    # "triaged" is a case's first status (nothing leads back to it): no clock to clear.
+    if isinstance(p, ComplaintStatusChanged) and p.status != "triaged":
         await uow.contacts.case_status(event.complaint_id, p.status, event.occurred_at)
 
 

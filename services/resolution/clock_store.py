@@ -88,8 +88,10 @@ async def refresh_case(conn: asyncpg.Connection, complaint_id: uuid.UUID) -> Non
 
 
 async def start_clocks(conn: asyncpg.Connection, case: ClockCase, now: datetime) -> None:
-    """The case's first round of clocks; a second call changes nothing."""
-    await _lock_case(conn, case.complaint_id)
+    """The first round of clocks of a case opened in the caller's transaction; a second
+    call changes nothing. One statement: the clocks, and the case's next due time from
+    them (a case this transaction opened has no other clocks, and no other transaction
+    sees it yet, so there is nothing to lock first)."""
     planned = clocks.initial_clocks(
         case.jurisdiction,
         case.received_at,
@@ -97,15 +99,18 @@ async def start_clocks(conn: asyncpg.Connection, case: ClockCase, now: datetime)
         case.resolution_due,
         calendar(case.jurisdiction, case.tenant_id),
     )
-    # One statement for the round's clocks (three or four of them), not one per clock.
     await conn.execute(
         """
-        INSERT INTO clocks (complaint_id, name, round, kind, state, started_at, due_at,
-            duration, updated_at)
-        SELECT $1, c.name, 1, c.kind, 'running', c.started_at, c.due_at, c.duration, $7
-        FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
-                    $6::interval[]) AS c(name, kind, started_at, due_at, duration)
-        ON CONFLICT (complaint_id, name, round) DO NOTHING
+        WITH started AS (
+            INSERT INTO clocks (complaint_id, name, round, kind, state, started_at, due_at,
+                duration, updated_at)
+            SELECT $1, c.name, 1, c.kind, 'running', c.started_at, c.due_at, c.duration, $7
+            FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+                        $6::interval[]) AS c(name, kind, started_at, due_at, duration)
+            ON CONFLICT (complaint_id, name, round) DO NOTHING
+            RETURNING due_at)
+        UPDATE cases SET next_due_at = (SELECT min(due_at) FROM started), breached = false
+        WHERE complaint_id = $1 AND EXISTS (SELECT 1 FROM started)
         """,
         case.complaint_id,
         [p.name.value for p in planned],
@@ -115,7 +120,6 @@ async def start_clocks(conn: asyncpg.Connection, case: ClockCase, now: datetime)
         [p.duration for p in planned],
         now,
     )
-    await refresh_case(conn, case.complaint_id)
 
 
 async def pause_internal(conn: asyncpg.Connection, complaint_id: uuid.UUID, now: datetime) -> None:
