@@ -111,6 +111,7 @@ class Classifier:
         self._rules = rules
         self._model = model
         self._policy = policy or DecisionPolicy()
+        self._strong_weight = rules.scoring.weights["strong"]
         lexicon = frozenset(
             word for rule in rules.categories for term in rule.terms for word in term.words
         )
@@ -134,12 +135,11 @@ class Classifier:
         priority, priority_reasons = self._priority(category, facts)
         if prediction is not None:
             priority = self._hedge(priority, category, prediction, facts, priority_reasons)
-        strong = self._rules.scoring.weights["strong"]
         floor, floor_reason = safety_floor(
             FraudSignals(
                 rules_score=evidence["fraud"].score,
                 rules_min_score=self._rules.scoring.min_score,
-                rules_strong=evidence["fraud"].strongest_term >= strong,
+                rules_strong=evidence["fraud"].strongest_term >= self._strong_weight,
                 model_probability=prediction.probability("fraud") if prediction else None,
             ),
             self._policy,

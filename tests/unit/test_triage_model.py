@@ -79,10 +79,36 @@ def test_uncertain_decisions_need_review() -> None:
         (FraudSignals(rules_score=1.0, rules_min_score=2.0, model_probability=0.0), "P2"),
         (FraudSignals(rules_score=0.0, rules_min_score=2.0, model_probability=0.2), "P2"),
         (FraudSignals(rules_score=0.0, rules_min_score=2.0, model_probability=0.01), None),
+        # A strong fraud term stands even where the model reads another story.
+        (
+            FraudSignals(
+                rules_score=3.0, rules_min_score=2.0, model_probability=0.01, rules_strong=True
+            ),
+            "P1",
+        ),
     ],
 )
 def test_safety_floor(signals: FraudSignals, floor: str | None) -> None:
     assert safety_floor(signals, DecisionPolicy())[0] == floor
+
+
+def test_a_strong_term_alone_needs_the_model_when_the_policy_says_so() -> None:
+    signals = FraudSignals(
+        rules_score=3.0, rules_min_score=2.0, model_probability=0.01, rules_strong=True
+    )
+    assert safety_floor(signals, DecisionPolicy(strong_term_p1=False))[0] == "P2"
+
+
+def test_theft_told_in_passing_inside_another_complaint_is_p1() -> None:
+    # With the shipped model, on a story mostly about support.
+    result = TriageSettings().classifier().classify(
+        ComplaintFacts(
+            "Your support line kept me waiting for an hour and the agent was rude. Oh and "
+            "someone transferred $60 out of my wallet last night.",
+            channel="app",
+        )
+    )
+    assert result.priority == "P1"
 
 
 def test_the_floor_lifts_a_low_category_that_speaks_of_stolen_money() -> None:
