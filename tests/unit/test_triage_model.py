@@ -101,11 +101,15 @@ def test_a_strong_term_alone_needs_the_model_when_the_policy_says_so() -> None:
 
 def test_theft_told_in_passing_inside_another_complaint_is_p1() -> None:
     # With the shipped model, on a story mostly about support.
-    result = TriageSettings().classifier().classify(
-        ComplaintFacts(
-            "Your support line kept me waiting for an hour and the agent was rude. Oh and "
-            "someone transferred $60 out of my wallet last night.",
-            channel="app",
+    result = (
+        TriageSettings()
+        .classifier()
+        .classify(
+            ComplaintFacts(
+                "Your support line kept me waiting for an hour and the agent was rude. Oh and "
+                "someone transferred $60 out of my wallet last night.",
+                channel="app",
+            )
         )
     )
     assert result.priority == "P1"
