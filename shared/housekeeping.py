@@ -6,8 +6,9 @@ advisory lock `<schema>.housekeeping`, kept on a dedicated connection while it l
 - Retention: published outbox rows and old inbox rows are deleted, and whatever the
   service added with `add_retention` (the notifier's finished deliveries).
 - VACUUM of the service's churning tables (CHURNING_TABLES: UPDATEd or DELETEd per
-  event) every `housekeeping_vacuum_interval_s`, and right after a retention delete that
-  removed rows. Some machines run PostgreSQL with autovacuum off; the dead tuples of
+  event) every `housekeeping_vacuum_interval_s` (the record tables among them, RECORD_TABLES,
+  only once autovacuum's own rule would take them), and right after a retention delete
+  that removed rows. Some machines run PostgreSQL with autovacuum off; the dead tuples of
   those updates and deletes would then never be reclaimed and the tables and their
   indexes would grow for ever. A table changed enough since its last ANALYZE (autovacuum's
   own rule) is analyzed too: autoanalyze is off with autovacuum.
@@ -53,6 +54,22 @@ CHURNING_TABLES: dict[str, tuple[str, ...]] = {
     ),
 }
 TABLE_VOCABULARY = frozenset(t for tables in CHURNING_TABLES.values() for t in tables)
+# Churning tables that keep their rows (records, not queues): each row is updated a few
+# times in its life, so their dead tuples are a small share of a growing table, and a
+# VACUUM of one scans its indexes whole. The periodic round takes them only once
+# autovacuum's own rule would (below); the queue tables, whose hot indexes fill with dead
+# entries within minutes, go every round.
+RECORD_TABLES = frozenset(
+    {
+        "complaints",
+        "complaint_resolutions",
+        "triaged_complaints",
+        "incidents",
+        "cases",
+        "clocks",
+        "recipients",
+    }
+)
 
 # One retention step: deletes what is past its retention on the leader's connection and
 # returns the rows deleted per table (tables of TABLE_VOCABULARY).
@@ -63,6 +80,8 @@ _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 _LOCK_TIMEOUT = "10s"  # a retention delete never waits long for a row another holds
 # autovacuum's default analyze rule: 50 rows + 10 % of the table changed since the last one.
 _ANALYZE_THRESHOLD, _ANALYZE_SCALE = 50, 0.1
+# autovacuum's default vacuum rule: 50 dead tuples + 20 % of the live ones.
+_VACUUM_THRESHOLD, _VACUUM_SCALE = 50, 0.2
 
 _STATS = """
 SELECT relname AS table, n_dead_tup AS dead, n_live_tup AS live,
@@ -99,6 +118,14 @@ class TableStats:
     live: int
     modified: int  # rows changed since the last ANALYZE
     analyzed: bool  # ever analyzed (by hand or by autovacuum)
+
+
+def vacuum_now(stats: TableStats, deleted: Mapping[str, int]) -> bool:
+    """Whether a table this round selected is vacuumed: a queue table always; a record
+    table after a retention delete from it, or once autovacuum's rule would take it."""
+    if stats.table not in RECORD_TABLES or deleted.get(stats.table, 0) > 0:
+        return True
+    return stats.dead > _VACUUM_THRESHOLD + _VACUUM_SCALE * stats.live
 
 
 def needs_analyze(stats: TableStats) -> bool:
@@ -308,7 +335,7 @@ class Housekeeping:
         `periodic_vacuum`, else those the retention just removed rows from."""
         deleted = await self._purge(conn) if purge else {}
         tables = to_vacuum(self._tables, deleted, periodic_vacuum)
-        vacuumed, analyzed = await self._vacuum(conn, tables) if tables else ((), ())
+        vacuumed, analyzed = await self._vacuum(conn, tables, deleted) if tables else ((), ())
         return Round(deleted, vacuumed, analyzed)
 
     async def _purge(self, conn: asyncpg.Connection) -> dict[str, int]:
@@ -332,16 +359,18 @@ class Housekeeping:
         return {"outbox": outbox, "inbox": inbox}
 
     async def _vacuum(
-        self, conn: asyncpg.Connection, tables: list[str]
+        self, conn: asyncpg.Connection, tables: list[str], deleted: Mapping[str, int]
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """VACUUM each table that exists (a table not migrated yet has no stats row);
-        returns (vacuumed, analyzed too)."""
+        """VACUUM each table that exists (a table not migrated yet has no stats row) and
+        is due (`vacuum_now`); returns (vacuumed, analyzed too)."""
         stats = [TableStats(**dict(r)) for r in await conn.fetch(_STATS, self._schema, tables)]
         vacuumed: list[str] = []
         analyzed: list[str] = []
         for table in stats:
             if self._dead is not None:
                 self._dead.labels(self._service, table.table).set(table.dead)
+            if not vacuum_now(table, deleted):
+                continue
             analyze = needs_analyze(table)
             try:
                 await conn.execute(vacuum_statement(self._schema, table.table, analyze=analyze))

@@ -23,6 +23,7 @@ from shared.housekeeping import (
     needs_analyze,
     qualified,
     to_vacuum,
+    vacuum_now,
     vacuum_statement,
 )
 from shared.runtime import SHARED_MIGRATIONS
@@ -115,6 +116,20 @@ def test_what_is_vacuumed_every_table_periodically_else_what_lost_rows() -> None
         "delivery_attempts",
     ]
     assert to_vacuum(tables, {"outbox": 0}, periodic=False) == []
+
+
+def test_a_queue_table_is_vacuumed_every_round_a_record_table_by_autovacuums_rule() -> None:
+    def stats(table: str, dead: int, live: int) -> TableStats:
+        return TableStats(table, dead=dead, live=live, modified=0, analyzed=True)
+
+    assert vacuum_now(stats("deliveries", dead=0, live=1_000_000), {})
+    assert vacuum_now(stats("outbox", dead=10, live=1_000_000), {})
+    # A record table: 50 dead tuples plus a fifth of the live ones, as autovacuum.
+    assert not vacuum_now(stats("cases", dead=2_050, live=10_000), {})
+    assert vacuum_now(stats("cases", dead=2_051, live=10_000), {})
+    assert not vacuum_now(stats("complaints", dead=40, live=0), {})
+    # Rows a retention step just deleted from it: vacuumed whatever the share.
+    assert vacuum_now(stats("recipients", dead=1, live=10_000), {"recipients": 1})
 
 
 def test_the_settings_defaults_and_their_bounds() -> None:
