@@ -111,6 +111,11 @@ def vacuum_statement(schema: str, table: str, *, analyze: bool) -> str:
     return f"VACUUM ({options}) {qualified(schema, table)}"
 
 
+def analyze_statement(schema: str, table: str) -> str:
+    # For a record table the round does not vacuum but whose statistics are stale.
+    return f"ANALYZE (SKIP_LOCKED) {qualified(schema, table)}"
+
+
 @dataclass(frozen=True)
 class TableStats:
     table: str
@@ -362,24 +367,31 @@ class Housekeeping:
         self, conn: asyncpg.Connection, tables: list[str], deleted: Mapping[str, int]
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """VACUUM each table that exists (a table not migrated yet has no stats row) and
-        is due (`vacuum_now`); returns (vacuumed, analyzed too)."""
+        is due (`vacuum_now`), ANALYZE those whose statistics are stale (with the VACUUM,
+        or alone); returns (vacuumed, analyzed)."""
         stats = [TableStats(**dict(r)) for r in await conn.fetch(_STATS, self._schema, tables)]
         vacuumed: list[str] = []
         analyzed: list[str] = []
         for table in stats:
             if self._dead is not None:
                 self._dead.labels(self._service, table.table).set(table.dead)
-            if not vacuum_now(table, deleted):
+            vacuum, analyze = vacuum_now(table, deleted), needs_analyze(table)
+            if not (vacuum or analyze):
                 continue
-            analyze = needs_analyze(table)
+            statement = (
+                vacuum_statement(self._schema, table.table, analyze=analyze)
+                if vacuum
+                else analyze_statement(self._schema, table.table)
+            )
             try:
-                await conn.execute(vacuum_statement(self._schema, table.table, analyze=analyze))
+                await conn.execute(statement)
             except asyncpg.PostgresError as exc:
                 log.warning(
                     "vacuum_failed", schema=self._schema, table=table.table, error=repr(exc)
                 )
                 continue
-            vacuumed.append(table.table)
+            if vacuum:
+                vacuumed.append(table.table)
             if analyze:
                 analyzed.append(table.table)
         return tuple(vacuumed), tuple(analyzed)

@@ -19,7 +19,7 @@ from services.notifier.app import MIGRATIONS, SCHEMA
 from services.notifier.retention import DeliveryRetention
 from services.notifier.settings import NotifierSettings
 from shared.db import create_pool
-from shared.housekeeping import TABLE_VOCABULARY, Housekeeping, Policy
+from shared.housekeeping import TABLE_VOCABULARY, Housekeeping, Policy, analyze_statement
 from shared.metrics import ServiceMetrics
 from shared.migrations import apply_migrations
 from shared.runtime import SHARED_MIGRATIONS
@@ -123,6 +123,18 @@ async def test_the_leaders_rounds_vacuum_and_report_dead_tuples_by_table(
     assert not housekeeping.is_leader
     # Leadership gone, the gauge is cleared: the next leader reports.
     assert "table_dead_tuples{" not in _exposition(metrics)
+
+
+async def test_a_record_table_is_analyzed_alone_by_the_statement_the_round_uses(
+    notifier_pool: asyncpg.Pool,
+) -> None:
+    await notifier_pool.execute(analyze_statement(SCHEMA, "recipients"))
+    analyzed = await notifier_pool.fetchval(
+        "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables "
+        "WHERE schemaname = $1 AND relname = 'recipients'",
+        SCHEMA,
+    )
+    assert analyzed is True
 
 
 def _exposition(metrics: ServiceMetrics) -> str:

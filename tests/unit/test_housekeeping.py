@@ -19,6 +19,7 @@ from shared.housekeeping import (
     Policy,
     Schedule,
     TableStats,
+    analyze_statement,
     churning_tables,
     needs_analyze,
     qualified,
@@ -48,6 +49,10 @@ def test_another_schema_has_the_reliability_tables_and_labels_stay_a_closed_set(
     assert churning_tables("relaytest") == RELIABILITY_TABLES
     assert all(re.fullmatch(r"[a-z_]+", t) for t in TABLE_VOCABULARY)
     assert len(TABLE_VOCABULARY) < 20
+
+
+def test_a_record_table_the_round_does_not_vacuum_can_be_analyzed_alone() -> None:
+    assert analyze_statement("resolution", "cases") == 'ANALYZE (SKIP_LOCKED) "resolution"."cases"'
 
 
 def test_the_vacuum_statement_names_its_table_fully_and_skips_a_locked_one() -> None:
