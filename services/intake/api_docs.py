@@ -104,6 +104,11 @@ def request_body(model: type[BaseModel], examples: dict[str, dict[str, Any]]) ->
     }
 
 
+# The bearer scheme of the other routes (their Security dependency), for a route that
+# authenticates in its own code.
+BEARER_SECURITY: dict[str, Any] = {"security": [{"HTTPBearer": []}]}
+
+
 def idempotency_header(*, required: bool) -> dict[str, Any]:
     """openapi_extra for the Idempotency-Key header (checked by the handler, after auth)."""
     description = (

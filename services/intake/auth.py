@@ -25,9 +25,10 @@ class TenantAuthenticator:
         self._cache: dict[str, tuple[StoredKey, float]] = {}
 
     async def authenticate(self, authorization: str | None) -> Tenant:
-        if not authorization or not authorization.startswith("Bearer "):
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer":  # the scheme is case-insensitive (RFC 9110)
             raise _UNAUTHORIZED
-        parts = split_api_key(authorization.removeprefix("Bearer ").strip())
+        parts = split_api_key(token.strip())
         if parts is None:
             raise _UNAUTHORIZED
         key_id, secret = parts

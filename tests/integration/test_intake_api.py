@@ -460,6 +460,22 @@ async def test_missing_or_wrong_api_key_is_401_on_every_endpoint(
         assert response.headers["www-authenticate"].startswith("Bearer")
 
 
+async def test_the_bearer_scheme_is_case_insensitive_on_every_endpoint(
+    intake: httpx.AsyncClient, tenant: dict[str, str]
+) -> None:
+    # RFC 9110: the filing route reads its header itself, the others through HTTPBearer.
+    headers = {"Authorization": f"bearer {tenant['api_key']}"}
+    filed = await intake.post(
+        "/v1/complaints", json=COMPLAINT, headers={**headers, "Idempotency-Key": "case-1"}
+    )
+    assert filed.status_code == 202, filed.text
+    ticket = filed.json()["ticket_no"]
+    read = await intake.get(
+        f"/v1/complaints/{ticket}", headers={"Authorization": f"BEARER {tenant['api_key']}"}
+    )
+    assert read.status_code == 200, read.text
+
+
 # ------------------------------------------------------------------ tenant isolation
 
 
