@@ -19,6 +19,8 @@ TEST_PARTS = (
     DATA / "triage_floor_test.jsonl",
     DATA / "triage_floor_test4.jsonl",
     DATA / "triage_floor_test5.jsonl",
+    DATA / "triage_floor_test6.jsonl",
+    DATA / "triage_fresh_test2.jsonl",
 )
 ALL_FILES = (*labelled.DEFAULT_TRAINING_FILES, *TEST_PARTS)
 
