@@ -407,6 +407,35 @@ def test_money_lost_without_the_obvious_words_is_p1(
 @pytest.mark.parametrize(
     "description",
     [
+        "not my payment",
+        "There is a recurring charge every month, I never signed up for it",
+        "有一笔订阅每月自动扣99，我从来没订过",
+        "我的钱去哪了？上午还有800",
+        "每天都有一笔扣款，收款方名字是一串乱码",
+    ],
+)
+def test_disowned_charges_and_vanished_money_are_fraud(
+    classifier: Classifier, description: str
+) -> None:
+    decided = classify(classifier, description)
+    assert (decided.category, decided.priority) == ("fraud", "P1")
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        "还以为被盗号了，其实是我自己换了手机号，现在登不上去",
+        "I thought I was hacked, it was my own mistake. Now I can't log in",
+    ],
+)
+def test_a_fear_taken_back_is_not_fraud(classifier: Classifier, description: str) -> None:
+    # "以为" / "thought": the customer names the fear only to say it was not so.
+    assert classify(classifier, description).category == "account_access"
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
         "The withdrawal fee was taken before the money reached my card, 2 yuan each time",
         "提现要收手续费，太贵了",
         "The card I ordered has not arrived, I want it sent again",
