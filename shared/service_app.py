@@ -10,6 +10,8 @@ from typing import Any
 import asyncpg
 import uvicorn
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import Route
 
 from shared.api_docs_assets import install_docs
 from shared.consumer import TRANSIENT_ERRORS
@@ -60,6 +62,16 @@ def build_app(runtime: ServiceRuntime, **fastapi_kwargs: Any) -> FastAPI:
         raise exc
 
     return app
+
+
+def serve_plainly(app: FastAPI, route: APIRoute) -> None:
+    """Serve `route` (documented as FastAPI documents it) as a plain Starlette route ahead
+    of the app's routing: its endpoint takes the Request and returns a Response, and is
+    called without FastAPI's dependency solving, exit stacks and included-router dispatch,
+    which cost more CPU than intake's filing endpoint itself (README, Figures). The
+    middleware and the exception handlers still apply."""
+    plain = Route(route.path, route.endpoint, methods=list(route.methods), include_in_schema=False)
+    app.router.routes.insert(0, plain)
 
 
 def freeze_startup_objects() -> None:

@@ -229,8 +229,8 @@ def build_router(
         },
     )
     async def create_complaint(request: Request) -> FastJSONResponse:
-        # The route every complaint takes: it reads its headers itself rather than through
-        # dependencies, whose solving cost a share of intake's CPU (README, Figures).
+        # The route every complaint takes, served plainly (app.py: serve_plainly): it
+        # takes the Request alone and reads its headers itself, with no dependencies.
         tenant = await authorized_tenant(request.headers.get("authorization"))
         key = check_idempotency_key(request.headers.get("idempotency-key"), required=True)
         assert key is not None

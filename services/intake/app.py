@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 from services.intake import read_model
 from services.intake.api import build_router
@@ -13,7 +14,7 @@ from services.intake.auth import TenantAuthenticator
 from services.intake.settings import IntakeSettings
 from services.intake.view_batch import view_batch
 from shared.runtime import ServiceRuntime
-from shared.service_app import build_app
+from shared.service_app import build_app, serve_plainly
 from shared.topics import COMPLAINTS_RESOLUTION, COMPLAINTS_TRIAGED, NOTIFICATIONS
 
 SCHEMA = "intake"
@@ -47,8 +48,17 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             authenticator["instance"] = TenantAuthenticator(runtime.pool, settings.auth_cache_s)
         return authenticator["instance"]
 
-    app.include_router(
-        build_router(settings, lambda: runtime.pool, get_authenticator, runtime.metrics)
-    )
+    router = build_router(settings, lambda: runtime.pool, get_authenticator, runtime.metrics)
+    app.include_router(router)
+    # The route every complaint takes, served without FastAPI's per-request machinery.
+    serve_plainly(app, _route(router, "POST", "/v1/complaints"))
     install_openapi(app)
     return app
+
+
+def _route(router: APIRouter, method: str, path: str) -> APIRoute:
+    return next(
+        r
+        for r in router.routes
+        if isinstance(r, APIRoute) and r.path == path and method in r.methods
+    )
