@@ -37,7 +37,7 @@ from prometheus_client import Gauge
 
 from services.notifier import circuit, mail
 from services.notifier.planning import ACKNOWLEDGEMENT
-from services.notifier.rendering import Rendered, render, supported_locale
+from services.notifier.rendering import Rendered, render, render_text, supported_locale
 from services.notifier.settings import NotifierSettings
 from services.notifier.webhook_client import PoolTimeout, WebhookClient
 from shared import jsonutil
@@ -241,10 +241,18 @@ def backoff_s(attempts: int, first_s: float, max_s: float) -> float:
 def rendered(row: asyncpg.Record) -> Rendered:
     """The notification in the recipient's locale. Deterministic; a template that lacks a
     variable raises, which is recorded and retried like any failed attempt."""
+    return render(*_template_of(row), ticket_no=row["ticket_no"])
+
+
+def rendered_text(row: asyncpg.Record) -> str:
+    """rendered(row).text, without rendering the subject and the HTML part."""
+    return render_text(*_template_of(row), ticket_no=row["ticket_no"])
+
+
+def _template_of(row: asyncpg.Record) -> tuple[str, str, dict[str, Any]]:
+    """(template, locale, data) of a delivery row."""
     data: dict[str, Any] = {"ticket_no": row["ticket_no"], **row["data"]}
-    return render(
-        row["template"], supported_locale(row["locale"]), data, ticket_no=row["ticket_no"]
-    )
+    return row["template"], supported_locale(row["locale"]), data
 
 
 def webhook_body(row: asyncpg.Record) -> bytes:
@@ -256,7 +264,7 @@ def webhook_body(row: asyncpg.Record) -> bytes:
             "complaint_id": str(row["complaint_id"]),
             "occurred_at": row["occurred_at"].isoformat(),
             "locale": supported_locale(row["locale"]),
-            "message": rendered(row).text,
+            "message": rendered_text(row),
             "data": row["data"],
         }
     )

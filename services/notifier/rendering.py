@@ -84,6 +84,37 @@ def render(
     `locale`, with due times in `time_zone` (an IANA name) when known. Raises
     jinja2.UndefinedError when `data` lacks a variable the template needs and
     jinja2.TemplateNotFound for an unknown template: both permanent for that row."""
+    base, context = _template_context(template, locale, data, ticket_no, time_zone)
+    subject = _ENV.get_template(f"{base}.subject.j2").render(context)
+    text = _ENV.get_template(f"{base}.txt.j2").render(context)
+    # One line for the subject: a header never carries a line break from the data.
+    subject = " ".join(subject.split())
+    html = _ENV.get_template(f"{base}.html.j2").render({**context, "subject": subject})
+    return Rendered(subject=subject, text=_tidy(text), html=html.strip() + "\n")
+
+
+def render_text(
+    template: str,
+    locale: str,
+    data: Mapping[str, Any],
+    *,
+    ticket_no: str,
+    time_zone: str | None = None,
+) -> str:
+    """render()'s `text` alone, for a webhook's `message`: the subject and the HTML part
+    (two thirds of the rendering) are left out. Raises as render() does."""
+    base, context = _template_context(template, locale, data, ticket_no, time_zone)
+    return _tidy(_ENV.get_template(f"{base}.txt.j2").render(context))
+
+
+def _template_context(
+    template: str,
+    locale: str,
+    data: Mapping[str, Any],
+    ticket_no: str,
+    time_zone: str | None,
+) -> tuple[str, dict[str, Any]]:
+    """The templates' path prefix ("zh-CN/complaint.triaged") and their variables."""
     locale = supported_locale(locale)
     context = {
         **data,
@@ -92,13 +123,7 @@ def render(
         "time_zone": _zone_name(time_zone, locale),
         "labels": _LABELS[locale],
     }
-    base = f"{locale}/{template}"
-    subject = _ENV.get_template(f"{base}.subject.j2").render(context)
-    text = _ENV.get_template(f"{base}.txt.j2").render(context)
-    # One line for the subject: a header never carries a line break from the data.
-    subject = " ".join(subject.split())
-    html = _ENV.get_template(f"{base}.html.j2").render({**context, "subject": subject})
-    return Rendered(subject=subject, text=_tidy(text), html=html.strip() + "\n")
+    return f"{locale}/{template}", context
 
 
 def _tidy(text: str) -> str:

@@ -184,6 +184,17 @@ def test_every_planned_notification_renders_in_every_locale(locale: str) -> None
         assert "  " not in out.text and "None" not in out.text and "{" not in out.text
 
 
+@pytest.mark.parametrize("locale", rendering.LOCALES)
+def test_the_webhooks_text_alone_is_the_full_renderings_text(locale: str) -> None:
+    for n in planned():
+        for zone in (None, "Europe/Berlin"):
+            full = rendering.render(n.template, locale, n.data, ticket_no=TICKET, time_zone=zone)
+            text = rendering.render_text(
+                n.template, locale, n.data, ticket_no=TICKET, time_zone=zone
+            )
+            assert text == full.text
+
+
 def test_no_template_reads_a_variable_planning_never_gives() -> None:
     # StrictUndefined catches a missing variable only on the branch that runs; this reads
     # every branch: each name a template uses is render's own or a key planning emits.
