@@ -31,6 +31,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import ahocorasick
 from zhconv import zhconv as zhconv_tables
 
 # The contract's categories, in precedence order: when several apply, the first wins.
@@ -208,9 +209,23 @@ class TriageRules:
             for needle in part.needles
         )
 
+    @functools.cached_property
+    def _needle_automaton(self) -> ahocorasick.Automaton:
+        automaton = ahocorasick.Automaton()
+        for needle in self.needles:
+            if needle:
+                automaton.add_word(needle, needle)
+        automaton.make_automaton()
+        return automaton
+
     def present(self, text: str) -> frozenset[str]:
-        """The needles that occur in `text` (normalised)."""
-        return frozenset(needle for needle in self.needles if needle in text)
+        """The needles that occur in `text` (normalised). One Aho-Corasick pass over the
+        text finds all of them, overlapping ones too: a substring test per needle (1,783
+        of them) took a quarter of a classification."""
+        found = {needle for _end, needle in self._needle_automaton.iter(text)}
+        if "" in self.needles:
+            found.add("")
+        return frozenset(found)
 
     def category(self, name: str) -> CategoryRule:
         for rule in self.categories:

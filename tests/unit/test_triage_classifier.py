@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from services.triage import labelled
 from services.triage.classifier import Classification, Classifier, ComplaintFacts
 from services.triage.rules import (
     CATEGORIES,
@@ -616,3 +617,15 @@ def test_default_rules_follow_the_contract(rules: TriageRules) -> None:
     assert rules.raise_channels == {"regulator", "consumer_association", "social_media"}
     assert rules.large_amounts["CNY"] == Decimal("10000")
     assert rules.large_amounts["USD"] == Decimal("1500")
+
+
+def test_present_finds_exactly_the_needles_a_substring_test_finds(
+    rules: TriageRules, classifier: Classifier
+) -> None:
+    # The Aho-Corasick scan against the plain definition, on every labelled complaint
+    # (overlapping needles such as "被盗" inside "被盗刷" included).
+    examples = labelled.read_files([labelled.REPO_DATA / "triage_labelled.jsonl"])
+    texts = [classifier.prepare_text(e.facts.description) for e in examples]
+    texts += ["被盗刷了", "", "refund refunded"]
+    for text in texts:
+        assert rules.present(text) == {n for n in rules.needles if n in text}, text
