@@ -22,6 +22,7 @@ How a category is chosen (the knobs live in rules.toml):
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -355,18 +356,21 @@ class _Matcher:
     def run(self) -> tuple[dict[str, _Evidence], list[str]]:
         evidence = {rule.name: _Evidence() for rule in self._rules.categories}
         candidates: list[_Candidate] = []
-        for rule in self._rules.categories:
-            for term in rule.terms:
-                found = [
-                    _Candidate(rule.name, term, occurrences)
-                    for pattern in term.patterns
-                    if (occurrences := self._find(rule, term, pattern)) is not None
-                ]
-                if term.weight > 0:
-                    candidates += found
-                elif found:
-                    # Counter-terms only describe context: they claim no text.
-                    self._count(evidence[rule.name], found[0])
+        possible = self._rules.possible_patterns(self._present)
+        # A term's patterns stand together, in order: grouped by the term (by identity).
+        for _, group in itertools.groupby(possible, key=lambda entry: id(entry[1])):
+            entries = list(group)
+            rule, term = entries[0][0], entries[0][1]
+            found = [
+                _Candidate(rule.name, term, occurrences)
+                for _rule, _term, pattern in entries
+                if (occurrences := self._find(rule, term, pattern)) is not None
+            ]
+            if term.weight > 0:
+                candidates += found
+            elif found:
+                # Counter-terms only describe context: they claim no text.
+                self._count(evidence[rule.name], found[0])
         counted: set[int] = set()
         for candidate in self._resolve_overlaps(candidates):
             if id(candidate.term) not in counted:  # a term counts once
@@ -376,8 +380,6 @@ class _Matcher:
 
     def _find(self, rule: CategoryRule, term: Term, pattern: Pattern) -> tuple[Spans, ...] | None:
         """Every part's non-negated occurrences, or None when some part is absent."""
-        if not all(part.possible(self._present) for part in pattern):
-            return None
         raw = [
             [m.span() for m in part.finditer(self._text) if m.end() > m.start()] for part in pattern
         ]

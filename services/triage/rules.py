@@ -218,6 +218,47 @@ class TriageRules:
         automaton.make_automaton()
         return automaton
 
+    @functools.cached_property
+    def _lexicon(self) -> tuple[tuple[CategoryRule, Term, Pattern], ...]:
+        """Every pattern with its category and term, in the file's order."""
+        return tuple(
+            (rule, term, pattern)
+            for rule in self.categories
+            for term in rule.terms
+            for pattern in term.patterns
+        )
+
+    @functools.cached_property
+    def _patterns_by_needle(self) -> tuple[dict[str, list[int]], tuple[int, ...]]:
+        """({needle: the _lexicon positions of the patterns whose first part with needles
+        has it}, the positions of the patterns with no needles at all)."""
+        by_needle: dict[str, list[int]] = {}
+        always: list[int] = []
+        for at, (_rule, _term, pattern) in enumerate(self._lexicon):
+            trigger = next((part for part in pattern if part.needles), None)
+            if trigger is None:
+                always.append(at)
+            for needle in trigger.needles if trigger else ():
+                by_needle.setdefault(needle, []).append(at)
+        return by_needle, tuple(always)
+
+    def possible_patterns(
+        self, present: frozenset[str]
+    ) -> list[tuple[CategoryRule, Term, Pattern]]:
+        """The patterns that can match a text holding the needles `present`, in the file's
+        order: each of their parts has one of its needles there (or has none). Most of
+        the lexicon is absent from any one complaint, so only these are tried."""
+        by_needle, always = self._patterns_by_needle
+        positions = set(always)
+        for needle in present:
+            positions.update(by_needle.get(needle, ()))
+        lexicon = self._lexicon
+        return [
+            lexicon[at]
+            for at in sorted(positions)
+            if all(part.possible(present) for part in lexicon[at][2])
+        ]
+
     def present(self, text: str) -> frozenset[str]:
         """The needles that occur in `text` (normalised). One Aho-Corasick pass over the
         text finds all of them, overlapping ones too: a substring test per needle (1,783

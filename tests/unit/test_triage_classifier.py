@@ -629,3 +629,20 @@ def test_present_finds_exactly_the_needles_a_substring_test_finds(
     texts += ["被盗刷了", "", "refund refunded"]
     for text in texts:
         assert rules.present(text) == {n for n in rules.needles if n in text}, text
+
+
+def test_possible_patterns_are_exactly_those_whose_parts_can_match(
+    rules: TriageRules, classifier: Classifier
+) -> None:
+    # The needle index against the plain definition, in the file's order.
+    examples = labelled.read_files([labelled.REPO_DATA / "triage_labelled.jsonl"])
+    everything = [
+        (rule, term, pattern)
+        for rule in rules.categories
+        for term in rule.terms
+        for pattern in term.patterns
+    ]
+    for example in examples:
+        present = rules.present(classifier.prepare_text(example.facts.description))
+        expected = [e for e in everything if all(part.possible(present) for part in e[2])]
+        assert rules.possible_patterns(present) == expected
