@@ -238,7 +238,8 @@ class TriageRules:
             trigger = next((part for part in pattern if part.needles), None)
             if trigger is None:
                 always.append(at)
-            for needle in trigger.needles if trigger else ():
+                continue
+            for needle in trigger.needles:
                 by_needle.setdefault(needle, []).append(at)
         return by_needle, tuple(always)
 
