@@ -351,12 +351,11 @@ class _Matcher:
         self._rules = rules
         self._text = text
         self._negation_reasons: list[str] = []
-        self._present = rules.present(text)
 
     def run(self) -> tuple[dict[str, _Evidence], list[str]]:
         evidence = {rule.name: _Evidence() for rule in self._rules.categories}
         candidates: list[_Candidate] = []
-        possible = self._rules.possible_patterns(self._present)
+        possible = self._rules.possible_patterns(self._rules.present(self._text))
         # A term's patterns stand together, in order: grouped by the term (by identity).
         for _, group in itertools.groupby(possible, key=lambda entry: id(entry[1])):
             entries = list(group)

@@ -119,8 +119,9 @@ _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 class Part:
     """One conjunct of a pattern: its regular expression, and literals of which one must
     occur in any text it matches (the alternatives of its first piece). Most of the
-    lexicon is absent from any one complaint; a substring test rules a part out far
-    faster than the regular expression can (it was half of triage's CPU)."""
+    lexicon is absent from any one complaint; the literals found in it (TriageRules.present)
+    rule a part out far faster than the regular expression can (it was half of triage's
+    CPU)."""
 
     regex: re.Pattern[str]
     needles: frozenset[str] = frozenset()  # none for a raw `re:` term: always searched
