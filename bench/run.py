@@ -1,7 +1,10 @@
 """`make bench`: measures the local stack and writes bench/results.json (CONTRACT section 9).
 
-Runs against the services `make up` started (ports 8080-8083, `.run/stack.env`). Each
-repeat (BENCH_REPEATS, default 3; the summary is the median, with the spread):
+Runs against the services `make up` started (ports 8080-8083, `.run/stack.env`). First a
+warm-up, not counted: intake saturated for BENCH_WARM_UP_S (default 5) with the pipeline
+running, then drained. Before each measurement the stack is let go quiet (bench/settle.py;
+the wait is in the run's `settled_before`). Each repeat (BENCH_REPEATS, default 3; the
+summary is the median, with the spread):
 1. intake saturation: closed loop over keep-alive connections -> accepted complaints/s,
    once with the downstream services paused (intake alone, Kafka holding the backlog)
    and once with them draining it on the same cores;
@@ -38,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from bench import curve, soak
+from bench import curve, settle, soak
 from bench.baseline import run_baseline
 from bench.cpu import CpuMeter, stack_processes
 from bench.loadgen import (
@@ -64,6 +67,7 @@ REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 CPU_COST_RATE = 100.0
 CPU_COST_S = 20.0
 IDLE_S = 5.0
+WARM_UP_S = float(os.environ.get("BENCH_WARM_UP_S", "5"))
 CPU_KEYS = (*SERVICES, "postgres", "kafka", "loadgen", "total")
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/complaints"
 
@@ -152,7 +156,9 @@ def complaint_requests(api_keys: list[str]) -> Any:
     return request_for
 
 
-async def intake_saturation(api_keys: list[str], *, isolated: bool) -> dict[str, Any]:
+async def intake_saturation(
+    api_keys: list[str], *, isolated: bool, duration_s: float | None = None, kind: str | None = None
+) -> dict[str, Any]:
     """Closed-loop saturation of intake. `isolated`: the downstream services are paused
     (SIGSTOP) for the run, as when intake absorbs a burst and Kafka holds the backlog;
     otherwise they compete for the same two cores while draining it."""
@@ -165,7 +171,8 @@ async def intake_saturation(api_keys: list[str], *, isolated: bool) -> dict[str,
             INTAKE_PORT,
             complaint_requests(api_keys),
             rate_per_s=None,
-            duration_s=6 if isolated else 10,  # the isolated run leaves a backlog to drain
+            # The isolated run leaves a backlog to drain.
+            duration_s=duration_s or (6 if isolated else 10),
             connections=48,
             response_timeout_s=RESPONSE_TIMEOUT_S,
         )
@@ -173,7 +180,7 @@ async def intake_saturation(api_keys: list[str], *, isolated: bool) -> dict[str,
         for pid in paused:
             os.kill(pid, signal.SIGCONT)
     return {
-        "kind": "intake_alone" if isolated else "intake_with_pipeline",
+        "kind": kind or ("intake_alone" if isolated else "intake_with_pipeline"),
         "duration_s": round(result.elapsed_s, 2),
         "statuses": result.statuses,
         "accepted": result.accepted(),
@@ -451,7 +458,15 @@ async def main() -> None:
     ack_rate = float(os.environ.get("BENCH_ACK_RATE", "50"))
     pipeline_rate = float(os.environ.get("BENCH_PIPELINE_RATE", "300"))
     runs: list[dict[str, Any]] = []
-    accepted = 0
+    # Not counted: the first requests of a fresh stack pay for cold caches, connection
+    # pools filling and the first compilations in every service and in PostgreSQL.
+    warm_up = await intake_saturation(
+        api_keys, isolated=False, duration_s=WARM_UP_S, kind="warm_up"
+    )
+    runs.append(warm_up)
+    print(json.dumps(warm_up), flush=True)
+    accepted = warm_up["accepted"]
+    await drained(sink, accepted)
     for repeat in range(REPEATS):
         for measure in (
             intake_saturation(api_keys, isolated=True),
@@ -460,13 +475,16 @@ async def main() -> None:
             pipeline_throughput(api_keys, sink, pipeline_rate),
             cpu_cost(api_keys, sink, processes),
         ):
+            quiet = await settle.settled(processes)
             run = await measure
             run["repeat"] = repeat
+            run["settled_before"] = quiet
             runs.append(run)
             print(json.dumps(run), flush=True)
             accepted += run["accepted"]
             await drained(sink, accepted)  # each measurement starts with empty queues
-        runs.append(await baseline_run(env, repeat))
+        quiet = await settle.settled(processes)
+        runs.append(await baseline_run(env, repeat) | {"settled_before": quiet})
         print(json.dumps(runs[-1]), flush=True)
 
     curve_points = await latency_curve(api_keys, sink)
@@ -477,7 +495,9 @@ async def main() -> None:
     else:
         accepted += sum(p["accepted"] for p in curve_points)
         await drained(sink, accepted)
+        quiet = await settle.settled(processes)
         soak_record = await soak_run(api_keys, sink, env, processes)
+        soak_record["settled_before"] = quiet
         runs.append(soak_record)
         print(json.dumps(soak_record), flush=True)
         soak_summary = soak.summary(soak_record)

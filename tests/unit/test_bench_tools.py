@@ -1,17 +1,19 @@
 """The bench's pure parts: /proc parsing and CPU accounting, acknowledgement percentiles,
-the soak's minutes, the latency curve's knee and PostgreSQL's CPU by connection
-(bench/cpu.py, loadgen.py, soak.py, curve.py, statements.py)."""
+the soak's minutes, the latency curve's knee, PostgreSQL's CPU by connection and the wait
+for a quiet stack (bench/cpu.py, loadgen.py, soak.py, curve.py, statements.py, settle.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
+import sys
 from array import array
 from pathlib import Path
 
 import pytest
 
-from bench import cpu, curve, soak, statements
+from bench import cpu, curve, settle, soak, statements
 from bench.loadgen import AckLatencies, LoadResult, Tickets, ack_latencies, rounded_ms
 
 # Real lines from /proc: a postmaster, one of its backends, and a command name holding
@@ -314,3 +316,26 @@ def test_postgres_cpu_by_connection_counts_backends_alive_at_both_ends() -> None
     # 50 ticks over intake's two backends; triage spent none; a backend that came or went
     # in between is not counted (its CPU is not all from the interval).
     assert by_app == {"intake": round(50 * tick_ms / 10, 3)}
+
+
+async def test_a_busy_process_keeps_the_stack_from_settling_an_idle_one_does_not() -> None:
+    spinning = await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass")
+    sleeping = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import time; time.sleep(60)"
+    )
+    try:
+        busy = await settle.settled(
+            {"spinner": spinning.pid}, quiet_cores=0.5, window_s=0.5, timeout_s=1.2
+        )
+        idle = await settle.settled(
+            {"sleeper": sleeping.pid}, quiet_cores=0.5, window_s=0.5, timeout_s=1.2
+        )
+    finally:
+        for process in (spinning, sleeping):
+            process.kill()
+            await process.wait()
+    assert busy["quiet"] is False
+    assert busy["stack_cores_last_window"] > 0.5
+    assert busy["waited_s"] >= 1.2  # it kept trying until the timeout
+    assert idle["quiet"] is True
+    assert idle["waited_s"] < 1.0  # the first window was quiet
