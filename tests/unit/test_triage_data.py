@@ -21,6 +21,8 @@ TEST_PARTS = (
     DATA / "triage_floor_test5.jsonl",
     DATA / "triage_floor_test6.jsonl",
     DATA / "triage_fresh_test2.jsonl",
+    DATA / "triage_floor_test7.jsonl",
+    DATA / "triage_fresh_test3.jsonl",
 )
 ALL_FILES = (*labelled.DEFAULT_TRAINING_FILES, *TEST_PARTS)
 
