@@ -9,7 +9,8 @@ How a category is chosen (the knobs live in rules.toml):
    match does not count: the longer wording is the meaning ("免手续费" is a promise, not
    a fee; "提现手续费" is a fee, not a withdrawal; "诈骗电话" is a leak, not a fraud).
 3. In negatable categories a keyword shortly after a negation cue in the same clause is
-   ignored ("not a scam", "不是诈骗", "没有被盗").
+   ignored ("not a scam", "不是诈骗", "没有被盗"), and so is one right after a
+   figurative frame ("feels like theft", "this fee is a scam").
 4. A category's text score is the sum of the weights of its distinct matched terms,
    minus its counter-terms (context that speaks against it).
 5. A category applies when its score (text plus a modest weight for a matching
@@ -351,6 +352,8 @@ class _Matcher:
         self._rules = rules
         self._text = text
         self._negation_reasons: list[str] = []
+        # Negated occurrences still claim their text: "诈骗" negated hides the "骗" in it.
+        self._negated_spans: set[tuple[int, int]] = set()
 
     def run(self) -> tuple[dict[str, _Evidence], list[str]]:
         evidence = {rule.name: _Evidence() for rule in self._rules.categories}
@@ -386,7 +389,11 @@ class _Matcher:
             return None
         if not (rule.negatable and term.weight > 0):
             return tuple(tuple(spans) for spans in raw)
-        kept = [tuple(s for s in spans if not self._negated(s, rule.name)) for spans in raw]
+        kept = []
+        for spans in raw:
+            negated = {span for span in spans if self._negated(span, rule.name)}
+            self._negated_spans |= negated
+            kept.append(tuple(span for span in spans if span not in negated))
         return tuple(kept) if all(kept) else None
 
     def _negated(self, span: tuple[int, int], category: str) -> bool:
@@ -400,10 +407,12 @@ class _Matcher:
         return True
 
     def _resolve_overlaps(self, candidates: list[_Candidate]) -> list[_Candidate]:
-        """Drop every occurrence lying strictly inside a longer one: the longer wording
-        is the meaning ("免手续费" is a promise, the "手续费" inside it is no fee)."""
+        """Drop every occurrence lying strictly inside a longer one, negated or not: the
+        longer wording is the meaning ("免手续费" is a promise, the "手续费" inside it is
+        no fee; "不是诈骗" negates the "骗" inside "诈骗" too)."""
         spans = sorted(
-            {span for cand in candidates for part in cand.occurrences for span in part},
+            {span for cand in candidates for part in cand.occurrences for span in part}
+            | self._negated_spans,
             key=lambda span: span[0] - span[1],  # longest first
         )
 
@@ -435,7 +444,11 @@ class _Matcher:
 
 
 def _negation_cue(prefix: str, negation: Negation) -> str | None:
-    """The negation cue governing a keyword that starts right after ``prefix``, if any."""
+    """The negation cue governing a keyword that starts right after ``prefix``, if any:
+    a cue shortly before it in its clause, or a figurative frame right before it."""
+    for frame in negation.figurative:  # a frame holds its own words: no clause needed
+        if match := frame.search(prefix):
+            return match.group(0).strip()
     clause = _current_clause(prefix, negation)
     for cue in negation.cues_zh:
         at = clause.rfind(cue)

@@ -180,6 +180,10 @@ class Negation:
     window_words: int
     scope_breaks_zh: tuple[str, ...]
     scope_breaks_en: frozenset[str]
+    # Frames that make the keyword right after them a figure of speech about the
+    # provider's conduct ("feels like theft", "this fee is a scam"): regexes that must
+    # match at the very end of the text before the keyword.
+    figurative: tuple[re.Pattern[str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -385,6 +389,7 @@ def _negation(table: Mapping[str, Any], norm: Normalisation) -> Negation:
             "window_words",
             "scope_breaks_zh",
             "scope_breaks_en",
+            "figurative",
         },
     )
 
@@ -402,7 +407,18 @@ def _negation(table: Mapping[str, Any], norm: Normalisation) -> Negation:
         window_words=int(_non_negative(table, "window_words", where)),
         scope_breaks_zh=words("scope_breaks_zh"),
         scope_breaks_en=frozenset(words("scope_breaks_en")),
+        figurative=tuple(
+            _frame(source, where) for source in _strings(table, "figurative", where)
+        ),
     )
+
+
+def _frame(source: str, where: str) -> re.Pattern[str]:
+    """A figurative frame: a regex over the normalised text, anchored at its end."""
+    try:
+        return re.compile(f"(?:{source})$")
+    except re.error as exc:
+        raise ValueError(f"{where} figurative {source!r} is not a regex: {exc}") from exc
 
 
 def _raise_channels(table: Mapping[str, Any]) -> frozenset[str]:

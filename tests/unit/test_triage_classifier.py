@@ -435,6 +435,63 @@ def test_a_fear_taken_back_is_not_fraud(classifier: Classifier, description: str
 
 
 @pytest.mark.parametrize(
+    ("description", "category", "priority"),
+    [
+        ("Your foreign transaction fee is a scam, 3% on top of a bad rate", "fees", "P3"),
+        (
+            "Charged twice for the same coffee, basically theft. Give me $4.50 back",
+            "duplicate_charge",
+            "P2",
+        ),
+        (
+            "Returned the shoes 3 weeks ago and the refund is still not here. Feels like theft",
+            "refund",
+            "P2",
+        ),
+        ("这手续费简直是诈骗，每笔转账都扣两块", "fees", "P3"),
+        ("这优惠活动就是骗人的，说满100减20，结账的时候根本没减", "terms_marketing", "P4"),
+    ],
+)
+def test_a_fraud_word_said_of_the_provider_is_a_figure_of_speech(
+    classifier: Classifier, description: str, category: str, priority: str
+) -> None:
+    decided = classify(classifier, description)
+    assert (decided.category, decided.priority) == (category, priority)
+    assert any("negated by" in reason and "not fraud" in reason for reason in decided.reasons)
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        # A product that is itself the scam is no figure of speech.
+        "The investment app was a scam, they took my 5000 and the website is gone",
+        # The figure beside a report: the report still counts.
+        "Someone stole 800 from my wallet last night, pure theft and you did nothing",
+    ],
+)
+def test_a_figure_of_speech_does_not_hide_a_report(
+    classifier: Classifier, description: str
+) -> None:
+    assert classify(classifier, description).priority == "P1"
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        "A recovery agent promised to get back the money I lost and charged me a $900 fee",
+        "网上找人修复征信，交了3000，人就把我拉黑了",
+        "He said he accidentally sent too much and I had to return the extra. Nothing ever came in",
+        "An email said verify here or the account closes. I did, and 3 payments left my wallet",
+        "租房中介收了押金就卷款跑了",
+    ],
+)
+def test_recovery_credit_repair_overpayment_and_phishing_are_fraud(
+    classifier: Classifier, description: str
+) -> None:
+    assert classify(classifier, description).priority == "P1"
+
+
+@pytest.mark.parametrize(
     "description",
     [
         "The withdrawal fee was taken before the money reached my card, 2 yuan each time",
@@ -571,6 +628,7 @@ def _broken(mutate: Any) -> dict[str, Any]:
         (lambda d: d["priority"].update(raise_channels=["fax"]), "unknown channel"),
         (lambda d: d["scoring"]["weights"].update(counter=1), "counter must be negative"),
         (lambda d: d["scoring"].update(dominance_ratio=2), "dominance_ratio"),
+        (lambda d: d["negation"].update(figurative=["(feels"]), "figurative .* is not a regex"),
         (lambda d: d["normalisation"]["typo_targets"].append("zebra"), "typo_targets not used"),
     ],
 )
