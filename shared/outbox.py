@@ -213,7 +213,13 @@ class OutboxRelay:
             await conn.execute(
                 "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", acked
             )
-        await self._report_backlog(conn)
+        if failed or len(rows) == self._batch_size:
+            await self._report_backlog(conn)
+        else:
+            # Every row there was is published: no count needed for a backlog of none.
+            # (A row committed since then wakes the next round, which reports it.)
+            self._metrics.outbox_pending.set(0)
+            self._metrics.outbox_oldest_pending_age.set(0)
         if failed:
             self.publish_failures += failed
             raise RuntimeError(f"broker did not acknowledge {failed} outbox rows")

@@ -134,6 +134,26 @@ async def test_housekeeping_drops_only_what_is_past_retention(
     )
 
 
+async def test_a_leader_that_has_published_everything_reports_no_backlog(
+    infra: Infra, pool: asyncpg.Pool
+) -> None:
+    async with relay(infra) as leader:
+        await eventually(lambda: _any_leader(leader))
+        registry = leader._metrics.registry
+        labels = {"service": SCHEMA}
+        leader._metrics.outbox_pending.set(99)  # stale: what a round must overwrite
+        complaint_id = uuid.uuid4()
+        await _enqueue(pool, complaint_id, 3)
+        await _published(infra, complaint_id, 3)
+
+        async def reported_none() -> bool:
+            return registry.get_sample_value("outbox_pending_events", labels) == 0
+
+        await eventually(reported_none, within_s=10)
+        assert registry.get_sample_value("outbox_oldest_pending_age_seconds", labels) == 0
+        assert await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+
+
 async def test_a_standby_reports_the_backlog_while_another_holds_the_lead(
     infra: Infra, pool: asyncpg.Pool
 ) -> None:
