@@ -407,9 +407,7 @@ def _negation(table: Mapping[str, Any], norm: Normalisation) -> Negation:
         window_words=int(_non_negative(table, "window_words", where)),
         scope_breaks_zh=words("scope_breaks_zh"),
         scope_breaks_en=frozenset(words("scope_breaks_en")),
-        figurative=tuple(
-            _frame(source, where) for source in _strings(table, "figurative", where)
-        ),
+        figurative=tuple(_frame(source, where) for source in _strings(table, "figurative", where)),
     )
 
 
