@@ -87,8 +87,10 @@ class TextModel:
         self._index = {feature: i for i, feature in enumerate(vocabulary)}
         self._vocabulary = vocabulary
         self._idf = idf.astype(np.float64)
-        # Features by row: one fancy-index gathers a text's weights for every class.
-        self._weights = np.ascontiguousarray(coef.T, dtype=np.float64)
+        # Features by row: one fancy-index gathers a text's weights for every class. Kept
+        # in float32, as the file stores them (half the memory); the rows a text uses are
+        # widened to float64 before any arithmetic, so the scores do not change.
+        self._weights = np.ascontiguousarray(coef.T, dtype=np.float32)
         self._intercept = intercept.astype(np.float64)
 
     def predict(self, normalised_text: str, top: int = 3) -> Prediction:
@@ -100,7 +102,8 @@ class TextModel:
             tf = 1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)))
             x = tf * self._idf[rows]
             x /= np.sqrt(x @ x)
-            contributions = self._weights[rows] * x[:, None]  # (features, classes)
+            weights = self._weights[rows].astype(np.float64)
+            contributions = weights * x[:, None]  # (features, classes)
             scores += contributions.sum(axis=0)
         probabilities = np.exp(scores - scores.max())
         probabilities /= probabilities.sum()
