@@ -70,6 +70,7 @@ def subscribe(
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        max_partition_fetch_bytes=settings.kafka_max_partition_fetch_bytes,
         max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
         decoder=_raw_body,
     )

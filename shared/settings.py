@@ -28,6 +28,12 @@ class CommonSettings(BaseSettings):
     kafka_rebalance_timeout_ms: int = Field(6000, validation_alias="KAFKA_REBALANCE_TIMEOUT_MS")
     kafka_fetch_max_wait_ms: int = Field(30, validation_alias="KAFKA_FETCH_MAX_WAIT_MS")
     kafka_max_batch: int = Field(200, validation_alias="KAFKA_MAX_BATCH")
+    # What a consumer prefetches per partition (aiokafka's default is 1 MiB): a backlog
+    # fills every assigned partition's buffer at once, which is memory, not throughput,
+    # when a batch is at most KAFKA_MAX_BATCH records of about a kilobyte.
+    kafka_max_partition_fetch_bytes: int = Field(
+        262_144, gt=0, validation_alias="KAFKA_MAX_PARTITION_FETCH_BYTES"
+    )
     kafka_max_poll_interval_ms: int = Field(300_000, validation_alias="KAFKA_MAX_POLL_INTERVAL_MS")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
     log_format: str = Field("json", validation_alias="LOG_FORMAT")
