@@ -29,8 +29,8 @@ class CommonSettings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(30, validation_alias="KAFKA_FETCH_MAX_WAIT_MS")
     kafka_max_batch: int = Field(200, validation_alias="KAFKA_MAX_BATCH")
     # What a consumer prefetches per partition (aiokafka's default is 1 MiB): a backlog
-    # fills every assigned partition's buffer at once, which is memory, not throughput,
-    # when a batch is at most KAFKA_MAX_BATCH records of about a kilobyte.
+    # fills every assigned partition's buffer at once. A batch takes at most
+    # KAFKA_MAX_BATCH records of about a kilobyte each, well under this per partition.
     kafka_max_partition_fetch_bytes: int = Field(
         262_144, gt=0, validation_alias="KAFKA_MAX_PARTITION_FETCH_BYTES"
     )
