@@ -183,7 +183,7 @@ class Negation:
     # Frames that make the keyword right after them a figure of speech about the
     # provider's conduct ("feels like theft", "this fee is a scam"): regexes that must
     # match at the very end of the text before the keyword.
-    figurative: tuple[re.Pattern[str], ...] = ()
+    figurative: tuple[re.Pattern[str], ...]
 
 
 @dataclass(frozen=True)
