@@ -61,10 +61,20 @@ def ensure_jars() -> Path:
     return target
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, never the same one twice in this process: the
+    kernel may give a port just released to the next bind(0), and two services of one
+    stack handed the same port would see one of them fail to start."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def server_properties(port: int, controller_port: int, log_dir: Path) -> str:

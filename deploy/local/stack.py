@@ -384,18 +384,18 @@ def wait_ready(names: list[str], timeout_s: float = 120) -> None:
     while waiting:
         for name in sorted(waiting):
             if not running(name):
-                raise SystemExit(f"{name} exited; its log:\n{_tail(RUN_DIR / f'{name}.log')}")
+                raise SystemExit(f"{name} exited; its log:\n{tail(RUN_DIR / f'{name}.log')}")
             with contextlib.suppress(httpx.HTTPError):
                 url = f"http://127.0.0.1:{SERVICES[name]}/readyz"
                 if httpx.get(url, timeout=1).status_code == 200:
                     waiting.discard(name)
         if waiting and time.monotonic() > deadline:
-            logs = "\n".join(f"--- {n}\n{_tail(RUN_DIR / f'{n}.log')}" for n in sorted(waiting))
+            logs = "\n".join(f"--- {n}\n{tail(RUN_DIR / f'{n}.log')}" for n in sorted(waiting))
             raise SystemExit(f"not ready after {timeout_s:.0f} s: {sorted(waiting)}\n{logs}")
         time.sleep(0.3)
 
 
-def _tail(path: Path, lines: int = 30) -> str:
+def tail(path: Path, lines: int = 30) -> str:
     if not path.exists():
         return "(no log)"
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -504,7 +504,7 @@ def ensure_prometheus(env: Mapping[str, str], port: int = PROMETHEUS_PORT) -> st
     try:
         wait_for_prometheus(url, process)
     except SystemExit as error:
-        raise SystemExit(f"{error}; its log:\n{_tail(RUN_DIR / 'prometheus.log')}") from None
+        raise SystemExit(f"{error}; its log:\n{tail(RUN_DIR / 'prometheus.log')}") from None
     print(f"started Prometheus on {url} (pid {process.pid}, log .run/prometheus.log)")
     return url
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy.local import stack
+from deploy.local import kafka, stack
 from shared.kafka_admin import ensure_topics
 from tests.support import partitions_of, produce, read_topic, start_throwaway_kafka
 
@@ -105,6 +105,29 @@ def test_stack_services_narrows_the_list() -> None:
 def test_free_ports_are_free() -> None:
     port = stack.free_port()
     assert not stack.port_open("127.0.0.1", port)
+
+
+def test_free_ports_are_never_handed_out_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel may answer bind(0) with the port it gave last; a stack's services must
+    still get different ports."""
+    answers = iter([41001, 41001, 41003])
+
+    class FakeSocket:
+        def __enter__(self) -> FakeSocket:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            return None
+
+        def bind(self, _address: tuple[str, int]) -> None:
+            self.port = next(answers)
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(kafka.socket, "socket", FakeSocket)
+    monkeypatch.setattr(kafka, "_handed_out", set())
+    assert [kafka.free_port(), kafka.free_port()] == [41001, 41003]
 
 
 def test_apache_kafka_keeps_its_log_through_a_kill_and_restart(tmp_path: Path) -> None:
