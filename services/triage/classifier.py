@@ -10,7 +10,8 @@ How a category is chosen (the knobs live in rules.toml):
    a fee; "提现手续费" is a fee, not a withdrawal; "诈骗电话" is a leak, not a fraud).
 3. In negatable categories a keyword shortly after a negation cue in the same clause is
    ignored ("not a scam", "不是诈骗", "没有被盗"), and so is one right after a
-   figurative frame ("feels like theft", "this fee is a scam").
+   figurative frame ("feels like theft", "this fee is a scam") or right before a
+   figurative ending ("跟诈骗有什么区别", "stealing from people").
 4. A category's text score is the sum of the weights of its distinct matched terms,
    minus its counter-terms (context that speaks against it).
 5. A category applies when its score (text plus a modest weight for a matching
@@ -397,7 +398,10 @@ class _Matcher:
         return tuple(kept) if all(kept) else None
 
     def _negated(self, span: tuple[int, int], category: str) -> bool:
-        cue = _negation_cue(self._text[: span[0]], self._rules.negation)
+        negation = self._rules.negation
+        cue = _negation_cue(self._text[: span[0]], negation) or _figurative_ending(
+            self._text, span[1], negation
+        )
         if cue is None:
             return False
         keyword = self._text[span[0] : span[1]]
@@ -466,6 +470,14 @@ def _negation_cue(prefix: str, negation: Negation) -> str | None:
             return word
         if word not in negation.fillers_en:
             return None
+    return None
+
+
+def _figurative_ending(text: str, keyword_end: int, negation: Negation) -> str | None:
+    """The words right after a keyword that make it a figure of speech, if any."""
+    for frame in negation.figurative_after:
+        if match := frame.match(text, keyword_end):
+            return match.group(0).strip()
     return None
 
 

@@ -30,6 +30,7 @@ DEFAULT_TRAINING_FILES = (
     REPO_DATA / "triage_floor_dev5.jsonl",
     REPO_DATA / "triage_floor_dev6.jsonl",
     REPO_DATA / "triage_floor_dev7.jsonl",
+    REPO_DATA / "triage_floor_dev8.jsonl",
     REPO_DATA / "triage_train.jsonl",
 )
 

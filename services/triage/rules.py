@@ -184,6 +184,9 @@ class Negation:
     # provider's conduct ("feels like theft", "this fee is a scam"): regexes that must
     # match at the very end of the text before the keyword.
     figurative: tuple[re.Pattern[str], ...]
+    # The same by what follows the keyword ("跟诈骗有什么区别"): regexes that must match
+    # at the very start of the text after it.
+    figurative_after: tuple[re.Pattern[str], ...]
 
 
 @dataclass(frozen=True)
@@ -390,6 +393,7 @@ def _negation(table: Mapping[str, Any], norm: Normalisation) -> Negation:
             "scope_breaks_zh",
             "scope_breaks_en",
             "figurative",
+            "figurative_after",
         },
     )
 
@@ -408,15 +412,21 @@ def _negation(table: Mapping[str, Any], norm: Normalisation) -> Negation:
         scope_breaks_zh=words("scope_breaks_zh"),
         scope_breaks_en=frozenset(words("scope_breaks_en")),
         figurative=tuple(_frame(source, where) for source in _strings(table, "figurative", where)),
+        figurative_after=tuple(
+            _frame(source, where, after=True)
+            for source in _strings(table, "figurative_after", where)
+        ),
     )
 
 
-def _frame(source: str, where: str) -> re.Pattern[str]:
-    """A figurative frame: a regex over the normalised text, anchored at its end."""
+def _frame(source: str, where: str, *, after: bool = False) -> re.Pattern[str]:
+    """A figurative frame: a regex over the normalised text, anchored at the end of the
+    text before the keyword (or, ``after``, matched at the start of the text after it)."""
+    key = "figurative_after" if after else "figurative"
     try:
-        return re.compile(f"(?:{source})$")
+        return re.compile(f"(?:{source})" if after else f"(?:{source})$")
     except re.error as exc:
-        raise ValueError(f"{where} figurative {source!r} is not a regex: {exc}") from exc
+        raise ValueError(f"{where} {key} {source!r} is not a regex: {exc}") from exc
 
 
 def _raise_channels(table: Mapping[str, Any]) -> frozenset[str]:

@@ -461,12 +461,51 @@ def test_a_fraud_word_said_of_the_provider_is_a_figure_of_speech(
 
 
 @pytest.mark.parametrize(
+    ("description", "category", "priority"),
+    [
+        ("换汇手续费比银行高了一倍，这不就是变相诈骗吗？", "fees", "P3"),
+        (
+            "自动续费默认勾选，一点提醒都没有就扣了198，这种条款跟诈骗有什么区别？",
+            "terms_marketing",
+            "P4",
+        ),
+        ("客服说话太难听了，问两句就挂电话，你们公司就是一帮骗子！", "customer_service", "P4"),
+        ("说好的首单立减30，付款的时候根本没减，你们这活动就是个骗局！", "terms_marketing", "P4"),
+        (
+            "my transfer to my mum left on monday and she still hasnt got it. "
+            "feels like you just stole it",
+            "transfer_delay",
+            "P2",
+        ),
+        (
+            "Charged twice for the same grocery order. Your app is literally stealing from people",
+            "duplicate_charge",
+            "P2",
+        ),
+    ],
+)
+def test_figures_of_speech_by_the_frame_or_the_ending(
+    classifier: Classifier, description: str, category: str, priority: str
+) -> None:
+    """The eighth round's frames: "变相", "你们(公司)就是", "活动就是个", "feels like you",
+    and the endings "有什么区别", "from people"."""
+    decided = classify(classifier, description)
+    assert (decided.category, decided.priority) == (category, priority)
+    assert any("negated by" in reason and "not fraud" in reason for reason in decided.reasons)
+
+
+@pytest.mark.parametrize(
     "description",
     [
         # A product that is itself the scam is no figure of speech.
         "The investment app was a scam, they took my 5000 and the website is gone",
         # The figure beside a report: the report still counts.
         "Someone stole 800 from my wallet last night, pure theft and you did nothing",
+        # Only the provider ("you", "你们") is a frame's subject; a seller or "they" is not.
+        "Paid the seller 600 for a phone and he blocked me, feels like they scammed me",
+        "他们就是一帮骗子，冒充客服把我卡里的钱转走了",
+        # Only a comparison ends a figure: talking with the fraudster is a report.
+        "跟骗子聊了半小时，按他说的操作，钱就被转走了",
     ],
 )
 def test_a_figure_of_speech_does_not_hide_a_report(
@@ -629,6 +668,10 @@ def _broken(mutate: Any) -> dict[str, Any]:
         (lambda d: d["scoring"]["weights"].update(counter=1), "counter must be negative"),
         (lambda d: d["scoring"].update(dominance_ratio=2), "dominance_ratio"),
         (lambda d: d["negation"].update(figurative=["(feels"]), "figurative .* is not a regex"),
+        (
+            lambda d: d["negation"].update(figurative_after=["(有什么"]),
+            "figurative_after .* is not a regex",
+        ),
         (lambda d: d["normalisation"]["typo_targets"].append("zebra"), "typo_targets not used"),
     ],
 )

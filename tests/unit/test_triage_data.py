@@ -23,6 +23,8 @@ TEST_PARTS = (
     DATA / "triage_fresh_test2.jsonl",
     DATA / "triage_floor_test7.jsonl",
     DATA / "triage_fresh_test3.jsonl",
+    DATA / "triage_floor_test8.jsonl",
+    DATA / "triage_fresh_test4.jsonl",
 )
 ALL_FILES = (*labelled.DEFAULT_TRAINING_FILES, *TEST_PARTS)
 
