@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,12 @@ def _main_with_starts(monkeypatch: pytest.MonkeyPatch, failures: int) -> tuple[i
     monkeypatch.setattr(
         chaos, "write_results", lambda _r, _s, stack_starts: recorded.append(stack_starts)
     )
-    return chaos.main(), recorded
+    quieted = logging.getLogger("aiokafka")  # main() quiets it for the run: put it back
+    level = quieted.level
+    try:
+        return chaos.main(), recorded
+    finally:
+        quieted.setLevel(level)
 
 
 def test_a_stack_that_fails_to_start_once_is_started_afresh(
