@@ -54,8 +54,12 @@ class DecisionPolicy:
     fraud_p2: float = 0.15
     # The rules' fraud signal makes a complaint P1 unless the model all but rules fraud
     # out: fraud words quoted in another story ("显示非本人操作" at a failed face scan,
-    # "骗人的活动" of a coupon) are then a trace (P2), not a fraud.
-    fraud_p1_with_rules: float = 0.1
+    # "骗人的活动" of a coupon) are then a trace (P2), not a fraud. Lowered from 0.1 in
+    # the eighth floor round, with a model trained without the development part and the
+    # floor development sets: the floor sets' 1,279 stolen-money complaints at P1
+    # 0.934 -> 0.946, their non-fraud complaints' priority (0.803) and the development
+    # part's (0.881) unchanged; 0.0 would cost both (0.797, 0.874).
+    fraud_p1_with_rules: float = 0.05
     # A strong fraud term ("被转走", "wasn't me") makes a complaint P1 whatever the model
     # says: theft told in one clause of a complaint about something else reads to the
     # model as that something else. Chosen on the fifth floor development set (model

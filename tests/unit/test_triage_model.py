@@ -73,7 +73,8 @@ def test_uncertain_decisions_need_review() -> None:
         (FraudSignals(rules_score=2.0, rules_min_score=2.0, model_probability=0.2), "P1"),
         (FraudSignals(rules_score=2.0, rules_min_score=2.0, model_probability=None), "P1"),
         # Fraud words the model all but rules out (quoted in another story): a trace.
-        (FraudSignals(rules_score=2.0, rules_min_score=2.0, model_probability=0.05), "P2"),
+        (FraudSignals(rules_score=2.0, rules_min_score=2.0, model_probability=0.03), "P2"),
+        (FraudSignals(rules_score=2.0, rules_min_score=2.0, model_probability=0.06), "P1"),
         (FraudSignals(rules_score=0.0, rules_min_score=2.0, model_probability=0.5), "P1"),
         (FraudSignals(rules_score=0.0, rules_min_score=2.0, model_probability=0.3), "P1"),
         (FraudSignals(rules_score=1.0, rules_min_score=2.0, model_probability=0.0), "P2"),
