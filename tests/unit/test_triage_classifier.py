@@ -450,19 +450,8 @@ def test_a_fear_taken_back_is_not_fraud(classifier: Classifier, description: str
         ),
         ("这手续费简直是诈骗，每笔转账都扣两块", "fees", "P3"),
         ("这优惠活动就是骗人的，说满100减20，结账的时候根本没减", "terms_marketing", "P4"),
-    ],
-)
-def test_a_fraud_word_said_of_the_provider_is_a_figure_of_speech(
-    classifier: Classifier, description: str, category: str, priority: str
-) -> None:
-    decided = classify(classifier, description)
-    assert (decided.category, decided.priority) == (category, priority)
-    assert any("negated by" in reason and "not fraud" in reason for reason in decided.reasons)
-
-
-@pytest.mark.parametrize(
-    ("description", "category", "priority"),
-    [
+        # Frames "变相", "你们(公司)就是", "活动就是个", "feels like you"; the endings
+        # (figurative_after) "有什么区别", "from people".
         ("换汇手续费比银行高了一倍，这不就是变相诈骗吗？", "fees", "P3"),
         (
             "自动续费默认勾选，一点提醒都没有就扣了198，这种条款跟诈骗有什么区别？",
@@ -484,11 +473,9 @@ def test_a_fraud_word_said_of_the_provider_is_a_figure_of_speech(
         ),
     ],
 )
-def test_figures_of_speech_by_the_frame_or_the_ending(
+def test_a_fraud_word_said_of_the_provider_is_a_figure_of_speech(
     classifier: Classifier, description: str, category: str, priority: str
 ) -> None:
-    """The eighth round's frames: "变相", "你们(公司)就是", "活动就是个", "feels like you",
-    and the endings "有什么区别", "from people"."""
     decided = classify(classifier, description)
     assert (decided.category, decided.priority) == (category, priority)
     assert any("negated by" in reason and "not fraud" in reason for reason in decided.reasons)
