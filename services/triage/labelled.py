@@ -31,6 +31,7 @@ DEFAULT_TRAINING_FILES = (
     REPO_DATA / "triage_floor_dev6.jsonl",
     REPO_DATA / "triage_floor_dev7.jsonl",
     REPO_DATA / "triage_floor_dev8.jsonl",
+    REPO_DATA / "triage_floor_dev9.jsonl",
     REPO_DATA / "triage_train.jsonl",
 )
 

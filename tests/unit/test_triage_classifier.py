@@ -395,6 +395,27 @@ def test_fraud_in_pinyin(classifier: Classifier, description: str) -> None:
         "Can you explain the $340 transfer to J. Martinez? I don't know anyone by that name",
         "I won a sweepstakes but must pay the taxes first through your app",
         "yu e bian cheng 0 le",
+        # The ninth round: a credential changed by someone, a name or identity papers
+        # used, a caller's script, a "mentor", spending far from home, payment details the
+        # payee never sent, a swapped collection code, a card in another wallet, asking
+        # who did it, the pet that needs one more fee, "somebody", a balance gone.
+        "手机号被人改了，现在登不上去",
+        "有人冒用我的名字开了个收款码",
+        "有人拿我的身份证在你们这里注册了账户",
+        "客服说我误设了分期，让我去ATM操作，我转了两万",
+        "My trading mentor had me top up and send it to a personal account, now I can't withdraw",
+        "Charges in Madrid, and I haven't left Toronto all year",
+        "The landlord says he never sent those new bank details, but I paid 1,400 to them",
+        "接到风控部门电话，让我把钱转出来保管",
+        "收款码被人换了，这几天的货款都进了别人账户",
+        "我的银行卡被绑到了别人的钱包上，每天都在往外提现",
+        "who took my money??",
+        "Bought a puppy online, then paid for the crate and the insurance, still no puppy",
+        "somebody is spending my balance right now",
+        "where did my $$ go",
+        "余额不见了",
+        "didnt do this txn",
+        "从来没开过借款，却收到还款提醒说我欠了3000",
     ],
 )
 def test_money_lost_without_the_obvious_words_is_p1(
@@ -471,6 +492,9 @@ def test_a_fear_taken_back_is_not_fraud(classifier: Classifier, description: str
             "duplicate_charge",
             "P2",
         ),
+        # The ninth round's frames: the provider's staff, "你们这是".
+        ("你们客服就是一群骗子，问什么都答非所问", "customer_service", "P4"),
+        ("你们这是诈骗吧？说好的新人红包满100减20，结算时根本不减", "terms_marketing", "P4"),
     ],
 )
 def test_a_fraud_word_said_of_the_provider_is_a_figure_of_speech(
@@ -526,12 +550,34 @@ def test_recovery_credit_repair_overpayment_and_phishing_are_fraud(
         "请帮我解冻账户，我已经完成了身份验证",
         "I don't know why my refund is taking so long, it has been 10 days",
         "I don't know how to change the phone number on my account",
+        # Guards of the ninth round's terms: a personal account nobody asked the customer
+        # to pay into, a balance that fell by a fee, a reset link, instalments cancelled.
+        "Each payment to me shows a receiving fee. It is a personal account, not a business",
+        "My balance had gone from 62 to 14 because of an inactivity fee",
+        "I click the link in the reset email and it says expired",
+        "我想取消分期付款，在哪里操作？",
     ],
 )
 def test_fees_and_cards_without_a_loss_are_not_fraud(
     classifier: Classifier, description: str
 ) -> None:
     assert classify(classifier, description).category != "fraud"
+
+
+@pytest.mark.parametrize(
+    ("description", "category", "priority"),
+    [
+        # "偷偷" is "secretly", and a fee taken too high is no second charge.
+        ("我觉得你们在偷偷多扣手续费，每次收款都少几毛钱", "fees", "P3"),
+        # A fear taken back, then a refund asked for in so many words.
+        ("看到一笔扣款还以为被盗了，原来是会员自动续费，能不能退？", "refund", "P2"),
+    ],
+)
+def test_an_alarming_word_beside_another_complaint_leaves_it_its_own_category(
+    classifier: Classifier, description: str, category: str, priority: str
+) -> None:
+    decided = classify(classifier, description)
+    assert (decided.category, decided.priority) == (category, priority)
 
 
 def test_mixed_language(classifier: Classifier) -> None:

@@ -25,6 +25,8 @@ TEST_PARTS = (
     DATA / "triage_fresh_test3.jsonl",
     DATA / "triage_floor_test8.jsonl",
     DATA / "triage_fresh_test4.jsonl",
+    DATA / "triage_floor_test9.jsonl",
+    DATA / "triage_fresh_test5.jsonl",
 )
 ALL_FILES = (*labelled.DEFAULT_TRAINING_FILES, *TEST_PARTS)
 
