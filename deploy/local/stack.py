@@ -8,8 +8,7 @@
   from Maven Central, one KRaft node, log kept in `.run/kafka/data`) on 127.0.0.1:9092;
   topics are created explicitly, six partitions each.
 - The services (`STACK_SERVICES=intake,triage` narrows the list), each migrated, then
-  started in the background (triage and resolution at nice 10, `STACK_NICE`) with the
-  caller's environment plus the resolved
+  started in the background with the caller's environment plus the resolved
   `DATABASE_URL`/`KAFKA_BOOTSTRAP_SERVERS`; PID in `.run/<name>.pid`, log in
   `.run/<name>.log`, resolved settings in `.run/stack.env`. `up` starts only what is not
   running; `down` stops only what has a PID file here whose process is still ours.
@@ -349,29 +348,6 @@ def selected_services(env: Mapping[str, str]) -> list[str]:
     return [n for n in names if n]
 
 
-# The customer waits for the acknowledgement (intake, then the notifier), not for triage
-# and resolution: on a shared host those two run at a lower CPU priority, so that under
-# load the acknowledgement path is served first and the rest catches up from Kafka.
-DEFAULT_NICENESS = "triage=10,resolution=10"
-
-
-def service_niceness(env: Mapping[str, str]) -> dict[str, int]:
-    """`STACK_NICE` ("name=N,...", N from 0 to 19; empty for none) or the default."""
-    spec = env.get("STACK_NICE", DEFAULT_NICENESS)
-    niceness: dict[str, int] = {}
-    for item in (part.strip() for part in spec.split(",")):
-        if not item:
-            continue
-        name, _, value = item.partition("=")
-        name = name.strip()
-        if name not in SERVICES or not value.strip().isdigit() or int(value) > 19:
-            raise SystemExit(
-                f"STACK_NICE: expected name=0..19 for one of {list(SERVICES)}, got {item!r}"
-            )
-        niceness[name] = int(value)
-    return niceness
-
-
 def service_env(env: Mapping[str, str], database_url: str, bootstrap: str) -> dict[str, str]:
     return {**env, "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
 
@@ -394,16 +370,12 @@ def migrate(names: list[str], env: Mapping[str, str]) -> None:
 
 
 def start_services(names: list[str], env: Mapping[str, str]) -> None:
-    niceness = service_niceness(env)
     for name in names:
         if pid := running(name):
             print(f"{name} already running (pid {pid})")
             continue
         process = spawn([sys.executable, "-m", f"services.{name}", "serve"], name, env)
-        if niceness.get(name):
-            os.setpriority(os.PRIO_PROCESS, process.pid, niceness[name])
-        nice = f", nice {niceness[name]}" if niceness.get(name) else ""
-        print(f"started {name} (pid {process.pid}{nice})")
+        print(f"started {name} (pid {process.pid})")
 
 
 def wait_ready(names: list[str], timeout_s: float = 120) -> None:

@@ -102,40 +102,6 @@ def test_stack_services_narrows_the_list() -> None:
         stack.selected_services({"STACK_SERVICES": "intake,billing"})
 
 
-def test_triage_and_resolution_run_at_a_lower_cpu_priority_by_default() -> None:
-    assert stack.service_niceness({}) == {"triage": 10, "resolution": 10}
-    assert stack.service_niceness({"STACK_NICE": ""}) == {}
-    assert stack.service_niceness({"STACK_NICE": "notifier=5, triage=0"}) == {
-        "notifier": 5,
-        "triage": 0,
-    }
-    for wrong in ("billing=5", "triage=20", "triage=-5", "triage"):
-        with pytest.raises(SystemExit, match="STACK_NICE"):
-            stack.service_niceness({"STACK_NICE": wrong})
-
-
-def test_a_service_starts_at_its_niceness(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def spawn_stand_in(
-        command: list[str], name: str, env: object = None
-    ) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen([*FAKE_INTAKE[:3], f"services.{name}"], start_new_session=True)
-        started.append(process)
-        return process
-
-    monkeypatch.setattr(stack, "spawn", spawn_stand_in)
-    try:
-        stack.start_services(["intake", "triage"], {"STACK_NICE": "triage=7"})
-        intake, triage = started
-        assert os.getpriority(os.PRIO_PROCESS, intake.pid) == os.getpriority(os.PRIO_PROCESS, 0)
-        assert os.getpriority(os.PRIO_PROCESS, triage.pid) == 7
-    finally:
-        for process in started:
-            process.kill()
-            process.wait()
-
-
 def test_free_ports_are_free() -> None:
     port = stack.free_port()
     assert not stack.port_open("127.0.0.1", port)
