@@ -67,6 +67,7 @@ class ClockScheduler:
         self.is_leader = False
         self.last_scan_at: datetime | None = None
         self.last_error: str | None = None
+        self.errors = 0  # failed attempts (database unreachable, leader session lost)
         self.breaches_fired = 0
         self._running = False
         # The tenants' calendars (a bad file fails here, at start).
@@ -220,7 +221,10 @@ class ClockScheduler:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    # Leadership went with the session; not claimed through the backoff.
+                    self.is_leader = False
                     self.last_error = repr(exc)
+                    self.errors += 1
                     log.warning("clock_scheduler_error", error=repr(exc))
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -276,5 +280,6 @@ class ClockScheduler:
             "leader": self.is_leader,
             "last_scan_at": self.last_scan_at.isoformat() if self.last_scan_at else None,
             "breaches_fired": self.breaches_fired,
+            "errors": self.errors,
             "last_error": self.last_error,
         }
