@@ -118,6 +118,8 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                # Leadership went with the session; not claimed through the backoff.
+                self._set_leader(False)
                 log.warning("outbox_relay_error", schema=self._schema, error=repr(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
