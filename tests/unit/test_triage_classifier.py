@@ -409,6 +409,7 @@ def test_fraud_in_pinyin(classifier: Classifier, description: str) -> None:
         "手机号被人改了，现在登不上去",
         "有人冒用我的名字开了个收款码",
         "有人拿我的身份证在你们这里注册了账户",
+        "别人用我身份证开了个账户",
         "客服说我误设了分期，让我去ATM操作，我转了两万",
         "My trading mentor had me top up and send it to a personal account, now I can't withdraw",
         "Charges in Madrid, and I haven't left Toronto all year",
@@ -563,6 +564,9 @@ def test_recovery_credit_repair_overpayment_and_phishing_are_fraud(
         "My balance had gone from 62 to 14 because of an inactivity fee",
         "I click the link in the reset email and it says expired",
         "我想取消分期付款，在哪里操作？",
+        # The customer's own identity papers in the customer's own hands.
+        "用我的身份证注册账号一直失败",
+        "我的证件过期了，无法开户",
     ],
 )
 def test_fees_and_cards_without_a_loss_are_not_fraud(
