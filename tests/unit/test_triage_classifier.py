@@ -412,7 +412,7 @@ def test_fraud_in_pinyin(classifier: Classifier, description: str) -> None:
         "别人用我身份证开了个账户",
         "客服说我误设了分期，让我去ATM操作，我转了两万",
         "My trading mentor had me top up and send it to a personal account, now I can't withdraw",
-        "Charges in Madrid, and I haven't left Toronto all year",
+        "Charges in Madrid, and I haven't left the country all year",
         "The landlord says he never sent those new bank details, but I paid 1,400 to them",
         "接到风控部门电话，让我把钱转出来保管",
         "收款码被人换了，这几天的货款都进了别人账户",
@@ -567,6 +567,10 @@ def test_recovery_credit_repair_overpayment_and_phishing_are_fraud(
         # The customer's own identity papers in the customer's own hands.
         "用我的身份证注册账号一直失败",
         "我的证件过期了，无法开户",
+        # Nothing taken: a rude agent, money that never left, a pet insurance renewal.
+        "The agent who took my call hung up on me",
+        "The transfer says sent but the money never left the account, so where is the payment",
+        "宠物保险自动续费扣了99，能退吗",
     ],
 )
 def test_fees_and_cards_without_a_loss_are_not_fraud(
