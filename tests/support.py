@@ -299,6 +299,11 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+async def holds(value: bool) -> bool:
+    """A plain condition as `eventually`'s probe: `eventually(lambda: holds(x.ready))`."""
+    return value
+
+
 async def eventually(
     probe: Callable[[], Awaitable[T | None]], *, within_s: float = 30, interval: float = 0.1
 ) -> T:

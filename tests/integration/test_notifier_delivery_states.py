@@ -31,7 +31,7 @@ from services.notifier.webhook_client import WebhookClient
 from shared.db import connect, create_pool
 from shared.metrics import ServiceMetrics
 from shared.runtime import migrate
-from tests.support import eventually
+from tests.support import eventually, holds
 
 # ---------------------------------------------------------------------------- receivers
 
@@ -207,10 +207,6 @@ async def announced(db: asyncpg.Connection, ids: list[int]) -> list[dict[str, An
     event_ids = {r["event_id"] for r in await deliveries(db, ids)}
     messages = [json.loads(m) for m in await db.fetchval("SELECT array_agg(message) FROM outbox")]
     return [m for m in messages if m["payload"]["notification_id"] in event_ids]
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 def all_in(state: str, db: asyncpg.Connection, ids: list[int]) -> Callable[[], Awaitable[bool]]:
@@ -452,7 +448,7 @@ async def test_a_full_connection_pool_is_not_blamed_on_the_next_tenant(
     try:
         async with workers(settings, max_connections=1) as [running]:
             [a] = await add_complaint(db, dripping.url, notifications=1)
-            await eventually(lambda: _true(dripping.in_flight.total() > 0))
+            await eventually(lambda: holds(dripping.in_flight.total() > 0))
             b_ids = await add_complaint(db, healthy.url)
             await eventually(all_in("delivered", db, b_ids), within_s=10)
             [a_row] = await deliveries(db, [a])
@@ -515,7 +511,7 @@ async def test_the_worker_survives_a_database_stop_and_listens_again() -> None:
 
                 # A request in flight when the database stops: its outcome waits for it.
                 in_flight = await add_complaint(db, receiver.url, notifications=1)
-                await eventually(lambda: _true(receiver.in_flight.total() > 0))
+                await eventually(lambda: holds(receiver.in_flight.total() > 0))
                 await db.close()
                 await asyncio.to_thread(stop)
                 errors_before = running.worker.errors

@@ -23,8 +23,8 @@ from services.resolution.settings import ResolutionSettings
 from shared.db import create_pool
 from shared.metrics import ServiceMetrics
 from shared.runtime import migrate
-from tests.integration.test_resolution_clocks import FakeClock, events, open_case
-from tests.support import ThrowawayPostgres, create_database, eventually, throwaway_postgres
+from tests.integration.test_resolution_clocks import Case, FakeClock, events, open_case
+from tests.support import ThrowawayPostgres, create_database, eventually, holds, throwaway_postgres
 
 OUTAGE_S = 4
 
@@ -54,12 +54,8 @@ async def pool(settings: ResolutionSettings) -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
-async def _is(predicate: bool) -> bool:
-    return predicate
-
-
-async def _breaches(pool: asyncpg.Pool, case: object) -> int:
-    return len(await events(pool, case, "complaint.sla_breached"))  # type: ignore[arg-type]
+async def _breaches(pool: asyncpg.Pool, case: Case) -> int:
+    return len(await events(pool, case, "complaint.sla_breached"))
 
 
 async def test_the_scheduler_reconnects_after_a_database_crash_and_breaches_once(
@@ -71,7 +67,7 @@ async def test_the_scheduler_reconnects_after_a_database_crash_and_breaches_once
     )
     task = asyncio.create_task(scheduler.run_forever())
     try:
-        await eventually(lambda: _is(scheduler.is_leader))
+        await eventually(lambda: holds(scheduler.is_leader))
         before = await open_case(pool, jurisdiction="us", received_at=clock.now)
         during = await open_case(
             pool, jurisdiction="us", received_at=clock.now + timedelta(hours=1)
@@ -82,7 +78,7 @@ async def test_the_scheduler_reconnects_after_a_database_crash_and_breaches_once
         await asyncio.to_thread(cluster.stop, "immediate")
         try:
             clock.advance(timedelta(hours=1))  # `during` falls due while nobody can breach it
-            await eventually(lambda: _is(not scheduler.health()["ok"]), within_s=15)
+            await eventually(lambda: holds(not scheduler.health()["ok"]), within_s=15)
             assert scheduler.is_leader is False
             failed_in_outage = scheduler.errors
             assert failed_in_outage >= 1
@@ -90,7 +86,9 @@ async def test_the_scheduler_reconnects_after_a_database_crash_and_breaches_once
         finally:
             await asyncio.to_thread(cluster.start)
 
-        await eventually(lambda: _is(scheduler.is_leader and scheduler.health()["ok"]), within_s=30)
+        await eventually(
+            lambda: holds(scheduler.is_leader and scheduler.health()["ok"]), within_s=30
+        )
         assert scheduler.errors >= failed_in_outage  # it kept retrying until the server came back
         await eventually(lambda: _breaches(pool, during), within_s=30)
         await asyncio.sleep(0.3)  # a few more scans: nothing is breached twice

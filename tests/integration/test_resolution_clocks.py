@@ -27,7 +27,7 @@ from shared.db import create_pool
 from shared.metrics import ServiceMetrics
 from shared.problems import install_problem_handlers
 from shared.runtime import migrate
-from tests.support import eventually
+from tests.support import eventually, holds
 
 T0 = datetime(2025, 9, 30, 2, tzinfo=UTC)
 
@@ -387,7 +387,7 @@ async def test_one_leader_fires_and_a_standby_takes_over(
     b = scheduler(pool, settings, clock, ServiceMetrics("resolution"))
     tasks = {a: asyncio.create_task(a.run_forever()), b: asyncio.create_task(b.run_forever())}
     try:
-        await eventually(lambda: _async(a.is_leader or b.is_leader))
+        await eventually(lambda: holds(a.is_leader or b.is_leader))
         for _ in range(5):  # never both
             assert [a.is_leader, b.is_leader].count(True) == 1
             await asyncio.sleep(0.05)
@@ -401,7 +401,7 @@ async def test_one_leader_fires_and_a_standby_takes_over(
         assert leader.breaches_fired >= 1 and standby.breaches_fired == 0
 
         await _stop(tasks.pop(leader))  # its session ends: the lock is free
-        await eventually(lambda: _async(standby.is_leader))
+        await eventually(lambda: holds(standby.is_leader))
         later = await open_case(pool, jurisdiction="us", received_at=clock.now)
         clock.advance(timedelta(hours=9))
         await eventually(lambda: events(pool, later, "complaint.sla_breached"))
@@ -409,10 +409,6 @@ async def test_one_leader_fires_and_a_standby_takes_over(
     finally:
         for task in tasks.values():
             await _stop(task)
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 # --- the cn extension route -------------------------------------------------------------
