@@ -8,6 +8,10 @@ when a batch cannot commit.
   outage), nothing of it is kept and its records are handled again one at a time, below,
   where each failure gets its own retries, dead letter or seek-back.
 
+- Inserts that nothing in the transaction reads back (the outbox's events above all) are
+  written together just before its commit, one `executemany` per statement instead of
+  one round trip per event (shared.deferred_inserts).
+
 - A service may open a `TransactionScope` around the handlers of each transaction (a
   batch, or one record): it sees the transaction's new events before the first handler
   and writes what the handlers buffered before the commit, so one statement can carry
@@ -42,6 +46,7 @@ import structlog
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from shared.deferred_inserts import deferred_inserts
 from shared.events import Envelope, parse_envelope
 from shared.inbox import claim, claim_many
 from shared.logging import get_logger
@@ -222,7 +227,10 @@ class EventConsumer:
                 for record, envelope, was_new in zip(records, envelopes, applied, strict=True)
                 if was_new
             ]
-            async with self._scope(conn, [envelope for _, envelope in todo]):
+            async with (
+                deferred_inserts(conn),
+                self._scope(conn, [envelope for _, envelope in todo]),
+            ):
                 for record, envelope in todo:
                     with self._event_context(record, envelope):
                         await handler_for(record.topic)(conn, envelope)
@@ -312,7 +320,7 @@ class EventConsumer:
         async with self._pool.acquire() as conn, conn.transaction():
             if not await claim(conn, self._service, envelope.event_id):
                 return False
-            async with self._scope(conn, [envelope]):
+            async with deferred_inserts(conn), self._scope(conn, [envelope]):
                 await handler(conn, envelope)
             return True
 

@@ -22,6 +22,7 @@ import structlog
 
 from shared import jsonutil
 from shared.db import connect
+from shared.deferred_inserts import insert_many
 from shared.events import Envelope
 from shared.logging import get_logger
 from shared.metrics import ServiceMetrics
@@ -41,12 +42,13 @@ def outbox_row(topic: str, event: Envelope) -> tuple[uuid.UUID, str, bytes, byte
 
 
 async def enqueue_many(conn: asyncpg.Connection, items: Iterable[tuple[str, Envelope]]) -> None:
-    rows = [outbox_row(topic, event) for topic, event in items]
-    if rows:
-        await conn.executemany(
-            "INSERT INTO outbox (event_id, topic, message_key, message) VALUES ($1, $2, $3, $4)",
-            rows,
-        )
+    """In a consumer's transaction, written with the batch's other events before the
+    commit (shared.deferred_inserts); elsewhere at once."""
+    await insert_many(
+        conn,
+        "INSERT INTO outbox (event_id, topic, message_key, message) VALUES ($1, $2, $3, $4)",
+        [outbox_row(topic, event) for topic, event in items],
+    )
 
 
 class Producer(Protocol):

@@ -22,6 +22,7 @@ import asyncpg
 
 from services.notifier.planning import ACKNOWLEDGEMENT, PlannedNotification
 from shared.consumer import Handler
+from shared.deferred_inserts import insert_many
 from shared.events import Envelope, EnvelopeHeader, TypedEnvelope
 from shared.topics import NOTIFICATIONS
 from shared.unit_of_work import OutboxUnitOfWork
@@ -126,7 +127,10 @@ class PgDeliveries:
             return
         if self._email:
             await self._conn.execute(_LOCK_COMPLAINT, cause.complaint_id)
-        await self._conn.executemany(
+        # Without e-mail nothing reads these rows back before the commit, so a consumer
+        # batch writes them together (shared.deferred_inserts); the twins below read them.
+        write = self._conn.executemany if self._email else partial(insert_many, self._conn)
+        await write(
             """
             INSERT INTO deliveries (event_id, complaint_id, tenant_id, ticket_no,
                 correlation_id, type, template, data, occurred_at, precedence)

@@ -19,6 +19,7 @@ from services.resolution import clock_store
 from services.resolution.domain import CaseRef, NewCase
 from services.resolution.settings import ResolutionSettings
 from shared.consumer import Handler
+from shared.deferred_inserts import insert_many
 from shared.event_payloads import ClockView, ComplaintTriaged
 from shared.events import Envelope, TypedEnvelope
 from shared.metrics import ServiceMetrics
@@ -219,14 +220,13 @@ class PgMessages:
         text: str,
         evidence: list[dict[str, Any]],
     ) -> None:
-        await self._conn.execute(
+        # Nothing in a consumer's transaction reads the messages back: written with the
+        # batch's other inserts before the commit (shared.deferred_inserts).
+        await insert_many(
+            self._conn,
             "INSERT INTO case_messages (id, complaint_id, at, author, text, evidence) "
             "VALUES ($1, $2, $3, 'customer', $4, $5) ON CONFLICT (id) DO NOTHING",
-            message_id,
-            complaint_id,
-            at,
-            text,
-            evidence,
+            [(message_id, complaint_id, at, text, evidence)],
         )
 
 

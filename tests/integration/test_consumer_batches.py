@@ -3,11 +3,13 @@ across partitions, are applied in one transaction and in partition order; a pois
 record in a batch rolls the batch back, and the one-record-at-a-time path then applies
 every good record once and dead-letters the poison; an event twice in a batch is
 applied once; a service's transaction scope sees each transaction's new events and
-writes inside it, and a failure on its way out is a failed batch like any other."""
+writes inside it, and a failure on its way out is a failed batch like any other; the
+outbox rows a batch's handlers add are written together before its commit."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
@@ -18,6 +20,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from shared import outbox
 from shared.consumer import TransactionScope
 from shared.events import Envelope
 from shared.kafka_admin import ensure_topics
@@ -301,3 +304,86 @@ async def test_types_the_handler_does_not_act_on_are_passed_over_by_their_header
     assert set(handler.calls) == handled  # the others never reached the handler
     assert {r["event_id"] for r in inbox} == handled  # nor the inbox
     assert ignored == len(other)
+
+
+@dataclass
+class EmittingHandler(RecordingHandler):
+    """Records its effect, then puts a follow-up event in the outbox, as every service's
+    unit of work does, and notes how many outbox rows its own transaction has written by
+    then."""
+
+    outbox_seen: list[int] = field(default_factory=list)
+
+    async def __call__(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
+        await super().__call__(conn, envelope)
+        p = envelope.payload
+        follow_up = uncontracted_event(
+            "test.followed",
+            complaint_id=envelope.complaint_id,
+            cause=str(envelope.event_id),
+            seq=p["seq"],
+            stream=p["stream"],
+        )
+        await outbox.enqueue_many(conn, [("test.followed", follow_up)])
+        self.outbox_seen.append(
+            await conn.fetchval(
+                "SELECT count(*) FROM outbox WHERE xmin::text::bigint = txid_current() % 4294967296"
+            )
+        )
+
+
+async def test_a_batch_writes_its_outbox_rows_together_before_the_commit(
+    infra: Infra, schema: str
+) -> None:
+    topic = f"batch.outbox.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(
+        infra.kafka_bootstrap, (topic, dead_letter_topic(topic)), partitions=PARTITIONS
+    )
+    events = _stream_events(streams=6, per_stream=4)
+    # A poison in the middle: its batch is rolled back, follow-ups and all, and its good
+    # events are applied again one transaction each.
+    poison = uncontracted_event(
+        complaint_id=events[8].complaint_id, poison=True, seq=0, stream="poison"
+    )
+    events.insert(9, poison)
+    await _publish_all(infra.kafka_bootstrap, topic, [(e.key, as_bytes(e)) for e in events])
+    settings = infra.settings(
+        ServiceSettings,
+        service_name=f"{SCHEMA}-{topic}",
+        consumer_max_attempts=2,
+        consumer_retry_base_s=0.05,
+    )
+    runtime = ServiceRuntime(settings, SCHEMA)
+    handler = EmittingHandler()
+    runtime.on(topic, handler)
+    await runtime.start()
+    good = [e for e in events if e is not poison]
+    try:
+        await eventually(lambda: _effects_when(infra, len(good)), within_s=60)
+        await asyncio.sleep(1)  # nothing more arrives
+        conn = await asyncpg.connect(infra.database_url)
+        try:
+            effects = await conn.fetch(f"SELECT event_id, tx FROM {SCHEMA}.effects")
+            rows = await conn.fetch(
+                f"SELECT id, message, xmin::text::bigint AS xid FROM {SCHEMA}.outbox "
+                "WHERE topic = 'test.followed' ORDER BY id"
+            )
+        finally:
+            await conn.close()
+    finally:
+        await runtime.stop()
+    assert any(handler.calls[e.event_id] == 2 for e in good)  # the rolled-back batch
+    payloads = [json.loads(r["message"])["payload"] for r in rows]
+    # One follow-up per applied event: nothing of the rolled-back try survived.
+    assert sorted(p["cause"] for p in payloads) == sorted(str(e.event_id) for e in good)
+    # Written when the transaction's handlers were done: no handler, in the batch's try or
+    # in a transaction of its own, saw one of its transaction's rows (without the deferral
+    # the batch's calls see 1, 2, 3 ... and the single ones 1) ...
+    assert set(handler.outbox_seen) == {0}
+    # ... yet each in its event's own transaction, and each key's in the events' order.
+    tx_of = {str(r["event_id"]): r["tx"] % 2**32 for r in effects}
+    assert all(tx_of[p["cause"]] == r["xid"] for p, r in zip(payloads, rows, strict=True))
+    by_stream: dict[str, list[int]] = defaultdict(list)
+    for p in payloads:
+        by_stream[p["stream"]].append(p["seq"])
+    assert all(seqs == sorted(seqs) for seqs in by_stream.values())
