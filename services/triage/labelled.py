@@ -18,10 +18,10 @@ from services.triage.classifier import ComplaintFacts
 from services.triage.rules import CATEGORIES, PRIORITIES
 
 REPO_DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
-# The development part: what the rules and the model were built from. The test parts
+# The development part: what the rules were built from. The test parts
 # (triage_test.jsonl, triage_safety_test.jsonl, and the third round's fresh ones,
 # triage_fresh_test.jsonl and triage_floor_test.jsonl) are never training data.
-DEFAULT_TRAINING_FILES = (
+DEVELOPMENT_FILES = (
     REPO_DATA / "triage_labelled.jsonl",
     REPO_DATA / "triage_dev.jsonl",
     REPO_DATA / "triage_safety_dev.jsonl",
@@ -32,7 +32,16 @@ DEFAULT_TRAINING_FILES = (
     REPO_DATA / "triage_floor_dev7.jsonl",
     REPO_DATA / "triage_floor_dev8.jsonl",
     REPO_DATA / "triage_floor_dev9.jsonl",
+    REPO_DATA / "triage_floor_dev10.jsonl",
     REPO_DATA / "triage_train.jsonl",
+)
+# What the shipped model is trained from: the development part but the tenth round's floor
+# set. Trained with it, the model did no better on any development set left out of its
+# training (triage_dev, triage_safety_dev, the eighth floor set: unchanged) and worse on one
+# (the ninth floor set: category 0.972 -> 0.964), so the model stays as it was; the rules
+# did learn from it.
+DEFAULT_TRAINING_FILES = tuple(
+    path for path in DEVELOPMENT_FILES if path.name != "triage_floor_dev10.jsonl"
 )
 
 

@@ -424,6 +424,9 @@ def test_fraud_in_pinyin(classifier: Classifier, description: str) -> None:
         "余额不见了",
         "didnt do this txn",
         "从来没开过借款，却收到还款提醒说我欠了3000",
+        # The tenth round: a prize named by its rank, a phone moving money by itself.
+        "抽奖中了一等奖，客服说要先交税费才能领奖",
+        "手机中了木马，钱包自己在转账",
     ],
 )
 def test_money_lost_without_the_obvious_words_is_p1(
@@ -442,9 +445,12 @@ def test_money_lost_without_the_obvious_words_is_p1(
         "有一笔订阅每月自动扣99，我从来没订过",
         "我的钱去哪了？上午还有800",
         "每天都有一笔扣款，收款方名字是一串乱码",
+        # The tenth round: a paid "task" job, the "stuck order" a seller has paid again.
+        "做点赞兼职，后来说要充值做任务，充了五千提不出来",
+        "卖家说订单卡单了，让我再扫码付一次才能解冻",
     ],
 )
-def test_disowned_charges_and_vanished_money_are_fraud(
+def test_disowned_charges_vanished_money_and_paid_tasks_are_fraud(
     classifier: Classifier, description: str
 ) -> None:
     decided = classify(classifier, description)
@@ -503,6 +509,8 @@ def test_a_fear_taken_back_is_not_fraud(classifier: Classifier, description: str
         # The ninth round's frames: the provider's staff, "你们这是".
         ("你们客服就是一群骗子，问什么都答非所问", "customer_service", "P4"),
         ("你们这是诈骗吧？说好的新人红包满100减20，结算时根本不减", "terms_marketing", "P4"),
+        # The tenth round's simile: how the customer looked at the till.
+        ("付款失败好几次，收银员看我像个骗子似的", "payment_failure", "P3"),
     ],
 )
 def test_a_fraud_word_said_of_the_provider_is_a_figure_of_speech(
@@ -571,6 +579,11 @@ def test_recovery_credit_repair_overpayment_and_phishing_are_fraud(
         "The agent who took my call hung up on me",
         "The transfer says sent but the money never left the account, so where is the payment",
         "宠物保险自动续费扣了99，能退吗",
+        # Guards of the tenth round's terms: a part-time wage the customer cannot withdraw,
+        # an order stuck and paid again by the customer, a failing scan.
+        "我做兼职的钱充值到钱包里了，现在提不出来",
+        "支付时卡单了，我又重新支付了一次，结果扣了两次",
+        "订单异常，扫码付款一直失败",
     ],
 )
 def test_fees_and_cards_without_a_loss_are_not_fraud(
