@@ -470,7 +470,7 @@ class Run:
     fault_name: str = ""
     # Loads a fault adds to the steady one (the burst of an aimed kill): accounted too.
     extra_loads: list[asyncio.Task[LoadResult]] = field(default_factory=list)
-    refetched: int = 0  # records a killed consumer had taken and its group delivers again
+    refetched: int = 0  # records a killed or paused consumer had taken, delivered again
 
 
 async def kill_and_restart(run: Run, names: list[str]) -> tuple[str, list[str]]:
@@ -491,13 +491,16 @@ async def kill_and_restart(run: Run, names: list[str]) -> tuple[str, list[str]]:
     return note, []
 
 
-async def aim_at_a_batch(run: Run, names: list[str]) -> tuple[str, dict[GroupPartition, int]]:
-    """Waits until the victims are in the middle of a batch, the window a kill -9 aims at
-    (records taken, offsets not yet committed), and returns how far they had taken each
-    partition as last seen. BURST more complaints arrive within BURST_S on top of the
-    steady load, with the victims paused meanwhile (see BACKLOG_S) so that a backlog
-    waits for them; once resumed, each takes a large batch at once, and the kill comes the
-    moment the victims' metrics show they have taken AIM_RECORDS more records."""
+async def aim_at_a_batch(
+    run: Run, names: list[str], action: str = "killed"
+) -> tuple[str, dict[GroupPartition, int]]:
+    """Waits until the victims are in the middle of a batch, the window a kill -9 or a
+    pause aims at (records taken, offsets not yet committed), and returns how far they
+    had taken each partition as last seen; `action` names the blow in the note. BURST
+    more complaints arrive within BURST_S on top of the steady load, with the victims
+    paused meanwhile (see BACKLOG_S) so that a backlog waits for them; once resumed, each
+    takes a large batch at once, and the blow comes the moment the victims' metrics show
+    they have taken AIM_RECORDS more records."""
     ports = [run.chaos.ports[name] for name in names]
     async with httpx.AsyncClient() as client:
         texts = await asyncio.gather(*(metrics_text(client, port) for port in ports))
@@ -529,9 +532,9 @@ async def aim_at_a_batch(run: Run, names: list[str]) -> tuple[str, dict[GroupPar
             seen = [taken_offsets(text) for text in texts if text is not None]
             taken = {partition: offset for one in seen for partition, offset in one.items()}
             if sum(taken.values()) - before >= AIM_RECORDS:
-                return f"killed {time.monotonic() - began:.2f} s after the resume", taken
+                return f"{action} {time.monotonic() - began:.2f} s after the resume", taken
             await asyncio.sleep(0.005)
-    return "no batch seen: killed unaimed", taken
+    return f"no batch seen: {action} unaimed", taken
 
 
 async def kafka_restart(run: Run) -> tuple[str, list[str]]:
@@ -551,13 +554,24 @@ async def postgres_restart(run: Run) -> tuple[str, list[str]]:
 
 async def pause_leader(run: Run) -> tuple[str, list[str]]:
     """SIGSTOP the intake instance leading the outbox relay (run.leader, found by
-    prepare_pause); the other must take over within OUTBOX_LEADER_TIMEOUT_S."""
+    prepare_pause); the other must take over within OUTBOX_LEADER_TIMEOUT_S.
+
+    Aimed like a kill: the pause lands while the leader's consumer holds a batch it has
+    not committed, so its group delivers those records again to the standby once the
+    paused member's session expires (and the relay, busy with the backlog the aim built,
+    may have published rows it had not yet marked). Unaimed, the pause often fell
+    between batches and saw no redelivery at all."""
     chaos = run.chaos
     pid = chaos.pid(run.leader)
     holder = await relay_lock_holder(chaos)
+    aimed, taken = await aim_at_a_batch(run, [run.leader], action="paused")
     paused_at = time.monotonic()
     stack.signal_group(pid, signal.SIGSTOP)
     chaos.paused.add(pid)
+    # Read at once: the paused member can commit nothing more, and its group has not yet
+    # handed its partitions on (the session timeout is 6 s).
+    committed = await committed_offsets(chaos, {group for group, _, _ in taken})
+    run.refetched = refetched(taken, committed)
     takeover = await takeover_s(chaos, standby_of(run.leader), paused_at)
     new_holder = await relay_lock_holder(chaos)
     await asyncio.sleep(max(0.0, PAUSE_S - (time.monotonic() - paused_at)))
@@ -566,8 +580,8 @@ async def pause_leader(run: Run) -> tuple[str, list[str]]:
     if takeover is None:
         return f"{run.leader} paused {PAUSE_S:.0f} s", ["the standby never took the relay over"]
     note = (
-        f"{run.leader} paused {PAUSE_S:.0f} s; the standby leads after {takeover:.1f} s "
-        f"(lock: backend {holder} -> {new_holder})"
+        f"{run.leader} {aimed}, for {PAUSE_S:.0f} s; the standby leads after "
+        f"{takeover:.1f} s (lock: backend {holder} -> {new_holder})"
     )
     return note, []
 
@@ -628,7 +642,7 @@ class FaultResult:
     statuses: dict[int, int]
     counts: FaultCounts
     absorbed: int  # inbox duplicates and seeked-back batches, all services
-    refetched: int = 0  # taken by a killed consumer, not committed: delivered again
+    refetched: int = 0  # taken by a killed or paused consumer, not committed: delivered again
     republished: int = 0
     dead_lettered: int = 0
     drained_s: float = 0.0
