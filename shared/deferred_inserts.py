@@ -1,9 +1,10 @@
 """Inserts a consumer transaction's handlers make, written together at its end.
 
 Every statement sent on its own costs a round trip, and on this machine a round trip
-costs more CPU than the row it carries: a single-row INSERT sent apart inside a
-transaction took about 0.12 ms of PostgreSQL's CPU and 0.17 ms of the client's, against
-0.03-0.05 and 0.03 ms per row when 30 rows went in one `executemany` (README, Figures).
+costs more CPU than the row it carries: an outbox row sent apart inside a transaction
+took 0.13 ms of PostgreSQL's CPU and 0.14-0.15 ms of the client's, against 0.05-0.06 and
+0.02-0.04 ms when a transaction's 10 or 30 rows went in one `executemany`
+(`python -m bench.round_trips`; README, Figures).
 A consumer's batch applies tens of events in one transaction, and each event's handler
 wrote its outbox rows (and the notifier its deliveries) with a round trip of its own.
 
