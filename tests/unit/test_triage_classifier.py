@@ -592,6 +592,13 @@ def test_fees_and_cards_without_a_loss_are_not_fraud(
     assert classify(classifier, description).category != "fraud"
 
 
+def test_a_suggestion_to_prevent_misuse_is_not_a_report(classifier: Classifier) -> None:
+    # "冒用" is a strong fraud term; "防止 ... 被冒用" takes that one hit back.
+    assert classify(classifier, "建议加强验证防止账号被冒用").priority == "P4"
+    decided = classify(classifier, "我的钱被转走了，建议加强验证防止账号被冒用")
+    assert (decided.category, decided.priority) == ("fraud", "P1")
+
+
 def test_mixed_language(classifier: Classifier) -> None:
     assert classify(classifier, "昨天在Starbucks被charge了两次").category == "duplicate_charge"
 
