@@ -84,6 +84,7 @@ async def _consume(
     topic: str,
     scope: TransactionScope | None = None,
     event_types: set[str] | None = None,
+    handler: RecordingHandler | None = None,
 ) -> tuple[ServiceRuntime, RecordingHandler]:
     settings = infra.settings(
         ServiceSettings,
@@ -92,7 +93,7 @@ async def _consume(
         consumer_retry_base_s=0.05,
     )
     runtime = ServiceRuntime(settings, SCHEMA)
-    handler = RecordingHandler()
+    handler = handler or RecordingHandler()
     runtime.on(topic, handler, event_types=event_types)
     if scope is not None:
         runtime.scope_transactions(scope)
@@ -165,22 +166,30 @@ async def _effects_when(infra: Infra, count: int) -> list[asyncpg.Record] | None
     return rows if len(rows) >= count else None
 
 
-async def test_a_poison_record_in_a_batch_is_dead_lettered_and_the_rest_applied_once(
-    infra: Infra, schema: str
-) -> None:
-    topic = f"batch.poison.{uuid.uuid4().hex[:6]}"
+async def _publish_with_a_poison(
+    infra: Infra, name: str, *, per_stream: int, after: int
+) -> tuple[str, list[Envelope], Envelope]:
+    """A fresh topic (and its dead-letter topic) holding 6 streams of `per_stream` events
+    and a poison keyed like event `after` and published right after it: the poison sits
+    in that partition behind a good event, so the batch try has called that one before
+    it fails, whatever order the fetch gives the partitions."""
+    topic = f"batch.{name}.{uuid.uuid4().hex[:6]}"
     await ensure_topics(
         infra.kafka_bootstrap, (topic, dead_letter_topic(topic)), partitions=PARTITIONS
     )
-    events = _stream_events(streams=6, per_stream=3)
-    # Keyed like stream s2 and published right after its first event: the poison sits in
-    # that partition behind a good event, so the batch try has called that one before it
-    # fails, whatever order the fetch gives the partitions.
+    events = _stream_events(streams=6, per_stream=per_stream)
     poison = uncontracted_event(
-        complaint_id=events[6].complaint_id, poison=True, seq=0, stream="poison"
+        complaint_id=events[after].complaint_id, poison=True, seq=0, stream="poison"
     )
-    events.insert(7, poison)
+    events.insert(after + 1, poison)
     await _publish_all(infra.kafka_bootstrap, topic, [(e.key, as_bytes(e)) for e in events])
+    return topic, events, poison
+
+
+async def test_a_poison_record_in_a_batch_is_dead_lettered_and_the_rest_applied_once(
+    infra: Infra, schema: str
+) -> None:
+    topic, events, poison = await _publish_with_a_poison(infra, "poison", per_stream=3, after=6)
     runtime, handler = await _consume(infra, topic)
     try:
         dead = await eventually(
@@ -335,28 +344,11 @@ class EmittingHandler(RecordingHandler):
 async def test_a_batch_writes_its_outbox_rows_together_before_the_commit(
     infra: Infra, schema: str
 ) -> None:
-    topic = f"batch.outbox.{uuid.uuid4().hex[:6]}"
-    await ensure_topics(
-        infra.kafka_bootstrap, (topic, dead_letter_topic(topic)), partitions=PARTITIONS
-    )
-    events = _stream_events(streams=6, per_stream=4)
     # A poison in the middle: its batch is rolled back, follow-ups and all, and its good
     # events are applied again one transaction each.
-    poison = uncontracted_event(
-        complaint_id=events[8].complaint_id, poison=True, seq=0, stream="poison"
-    )
-    events.insert(9, poison)
-    await _publish_all(infra.kafka_bootstrap, topic, [(e.key, as_bytes(e)) for e in events])
-    settings = infra.settings(
-        ServiceSettings,
-        service_name=f"{SCHEMA}-{topic}",
-        consumer_max_attempts=2,
-        consumer_retry_base_s=0.05,
-    )
-    runtime = ServiceRuntime(settings, SCHEMA)
+    topic, events, poison = await _publish_with_a_poison(infra, "outbox", per_stream=4, after=8)
     handler = EmittingHandler()
-    runtime.on(topic, handler)
-    await runtime.start()
+    runtime, _ = await _consume(infra, topic, handler=handler)
     good = [e for e in events if e is not poison]
     try:
         await eventually(lambda: _effects_when(infra, len(good)), within_s=60)
