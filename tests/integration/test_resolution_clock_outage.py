@@ -17,13 +17,16 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from services.resolution.app import MIGRATIONS, SCHEMA
 from services.resolution.scheduler import ClockScheduler
 from services.resolution.settings import ResolutionSettings
-from shared.db import create_pool
 from shared.metrics import ServiceMetrics
-from shared.runtime import migrate
-from tests.integration.test_resolution_clocks import Case, FakeClock, events, open_case
+from tests.integration.test_resolution_clocks import (
+    Case,
+    FakeClock,
+    events,
+    migrated_pool,
+    open_case,
+)
 from tests.support import ThrowawayPostgres, create_database, eventually, holds, throwaway_postgres
 
 OUTAGE_S = 4
@@ -46,12 +49,8 @@ def settings(cluster: ThrowawayPostgres) -> ResolutionSettings:
 
 @pytest.fixture(scope="module")
 async def pool(settings: ResolutionSettings) -> AsyncIterator[asyncpg.Pool]:
-    await asyncio.to_thread(migrate, settings, SCHEMA, MIGRATIONS)
-    pool = await create_pool(settings.database_url, SCHEMA, min_size=1, max_size=4)
-    try:
+    async with migrated_pool(settings, min_size=1, max_size=4) as pool:
         yield pool
-    finally:
-        await pool.close()
 
 
 async def _breaches(pool: asyncpg.Pool, case: Case) -> int:

@@ -51,14 +51,23 @@ def settings(database_url: str) -> ResolutionSettings:
     )
 
 
-@pytest.fixture(scope="module")
-async def pool(settings: ResolutionSettings) -> AsyncIterator[asyncpg.Pool]:
+@contextlib.asynccontextmanager
+async def migrated_pool(
+    settings: ResolutionSettings, *, min_size: int, max_size: int
+) -> AsyncIterator[asyncpg.Pool]:
+    """resolution's schema migrated on `settings.database_url`, and a pool on it."""
     await asyncio.to_thread(migrate, settings, SCHEMA, MIGRATIONS)
-    pool = await create_pool(settings.database_url, SCHEMA, min_size=2, max_size=12)
+    pool = await create_pool(settings.database_url, SCHEMA, min_size=min_size, max_size=max_size)
     try:
         yield pool
     finally:
         await pool.close()
+
+
+@pytest.fixture(scope="module")
+async def pool(settings: ResolutionSettings) -> AsyncIterator[asyncpg.Pool]:
+    async with migrated_pool(settings, min_size=2, max_size=12) as pool:
+        yield pool
 
 
 @dataclass(frozen=True)
