@@ -17,6 +17,7 @@ from statistics import mean
 
 import asyncpg
 
+from bench.cpu import PROC, TICKS_PER_S, parse_stat
 from bench.run import DEFAULT_DATABASE_URL, stack_env
 
 SCHEMA = "bench_round_trips"
@@ -28,8 +29,8 @@ INSERT = "INSERT INTO outbox (event_id, topic, message_key, message) VALUES ($1,
 
 
 def _backend_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    stat = parse_stat((PROC / str(pid) / "stat").read_text())
+    return (stat.utime + stat.stime) / TICKS_PER_S
 
 
 async def _one_round(
