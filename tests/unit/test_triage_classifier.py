@@ -427,6 +427,8 @@ def test_fraud_in_pinyin(classifier: Classifier, description: str) -> None:
         # The tenth round: a prize named by its rank, a phone moving money by itself.
         "抽奖中了一等奖，客服说要先交税费才能领奖",
         "手机中了木马，钱包自己在转账",
+        # The eleventh round: "friends and family" to dodge a fee, then the seller gone.
+        "Seller wanted Friends and Family to skip the fees, I paid 300 and got blocked",
     ],
 )
 def test_money_lost_without_the_obvious_words_is_p1(
@@ -448,6 +450,11 @@ def test_money_lost_without_the_obvious_words_is_p1(
         # The tenth round: a paid "task" job, the "stuck order" a seller has paid again.
         "做点赞兼职，后来说要充值做任务，充了五千提不出来",
         "卖家说订单卡单了，让我再扫码付一次才能解冻",
+        # The eleventh round: the overpayment trick (a screenshot, money "sent back"),
+        # payment details changed by a forged e-mail.
+        "买家发来一张转账截图说多付了两千，让我退回去，可我根本没收到钱",
+        "The buyer said he overpaid me and asked me to send back the difference",
+        "供应商邮件说换了收款账户，我们付了八万，后来才知道邮件是仿的",
     ],
 )
 def test_disowned_charges_vanished_money_and_paid_tasks_are_fraud(
@@ -590,6 +597,36 @@ def test_fees_and_cards_without_a_loss_are_not_fraud(
     classifier: Classifier, description: str
 ) -> None:
     assert classify(classifier, description).category != "fraud"
+
+
+@pytest.mark.parametrize(
+    ("description", "expected"),
+    [
+        # A fraud word compared with the provider's conduct, its object between them.
+        ("客服态度这么差，跟骗人有什么区别", ("customer_service", "P4")),
+        # A fear of what may happen: "万一", "could be".
+        ("万一手机丢了，钱包里的钱怎么保护？", ("other", "P4")),
+        (
+            "I worry my card details could be stolen if I save them in the app",
+            ("app_usability", "P4"),
+        ),
+        # Money "vanished" into the provider's own fees.
+        ("Nearly 20 bucks vanished into your conversion fees", ("fees", "P3")),
+        # The customer's own payment screenshot, sent to the merchant: a late transfer.
+        ("我把付款截图发给商家了，商家说没收到钱", ("transfer_delay", "P2")),
+    ],
+)
+def test_figures_of_speech_and_fears_are_not_reports(
+    classifier: Classifier, description: str, expected: tuple[str, str]
+) -> None:
+    decided = classify(classifier, description)
+    assert (decided.category, decided.priority) == expected
+
+
+def test_a_fear_of_the_past_still_counts(classifier: Classifier) -> None:
+    # "could" takes back only "could be ...": "could have been hacked" is a suspicion.
+    decided = classify(classifier, "My wallet could have been hacked")
+    assert (decided.category, decided.priority) == ("fraud", "P1")
 
 
 def test_a_suggestion_to_prevent_misuse_is_not_a_report(classifier: Classifier) -> None:

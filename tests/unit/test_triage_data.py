@@ -29,6 +29,8 @@ TEST_PARTS = (
     DATA / "triage_fresh_test5.jsonl",
     DATA / "triage_floor_test10.jsonl",
     DATA / "triage_fresh_test6.jsonl",
+    DATA / "triage_floor_test11.jsonl",
+    DATA / "triage_fresh_test7.jsonl",
 )
 ALL_FILES = (*labelled.DEVELOPMENT_FILES, *TEST_PARTS)
 
