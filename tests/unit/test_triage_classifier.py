@@ -428,7 +428,7 @@ def test_fraud_in_pinyin(classifier: Classifier, description: str) -> None:
         "抽奖中了一等奖，客服说要先交税费才能领奖",
         "手机中了木马，钱包自己在转账",
         # The eleventh round: "friends and family" to dodge a fee, then the seller gone.
-        "Seller wanted Friends and Family to skip the fees, I paid 300 and got blocked",
+        "Seller wanted Friends and Family to skip the fees, I paid 300 and he blocked me",
     ],
 )
 def test_money_lost_without_the_obvious_words_is_p1(
