@@ -591,6 +591,11 @@ def test_recovery_credit_repair_overpayment_and_phishing_are_fraud(
         "我做兼职的钱充值到钱包里了，现在提不出来",
         "支付时卡单了，我又重新支付了一次，结果扣了两次",
         "订单异常，扫码付款一直失败",
+        # Guards of the eleventh round's terms: the customer's own screenshot, a merchant
+        # refunding an overpayment, an account blocked after a payment to family.
+        "我发了一张截图给客服，转账三天了钱还没到账",
+        "我多付了100，商家说会退回去",
+        "I sent money as friends and family to my sister, now my account is blocked",
     ],
 )
 def test_fees_and_cards_without_a_loss_are_not_fraud(
