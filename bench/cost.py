@@ -2,11 +2,13 @@
 of a service against the same `make up` stack.
 
 `make bench`'s cost run (bench/run.py, `cpu_cost`) at COST_RATE complaints/s (default
-100) for COST_SECONDS (default 20), COST_RUNS times (default 3): each run meters every
-process of the stack from the first send until the last acknowledgement and prints one
-JSON line (CPU ms per complaint per process, acknowledged, the idle cores sampled just
-before). Runs of the same code here differ by several milliseconds, so compare versions
-in interleaved runs."""
+100; a comma-separated list runs each rate in turn) for COST_SECONDS (default 20),
+COST_RUNS times (default 3): each run meters every process of the stack from the first
+send until the last acknowledgement and prints one JSON line (CPU ms per complaint per
+process, acknowledged, the idle cores sampled just before, and `stack_cores`: the cores
+the stack's processes used while metered), each after the stack has gone quiet
+(bench/settle.py). Runs of the same code here differ by several
+milliseconds, so compare versions in interleaved runs."""
 
 from __future__ import annotations
 
@@ -14,13 +16,22 @@ import asyncio
 import json
 import os
 import time
+from typing import Any
 
-from bench.cpu import stack_processes
+from bench import settle
+from bench.cpu import LOADGEN, stack_processes
 from bench.run import DEFAULT_DATABASE_URL, AckSink, cpu_cost, create_tenants, stack_env
 
-RATE = float(os.environ.get("COST_RATE", "100"))
+RATES = [float(rate) for rate in os.environ.get("COST_RATE", "100").split(",")]
 SECONDS = float(os.environ.get("COST_SECONDS", "20"))
 RUNS = int(os.environ.get("COST_RUNS", "3"))
+
+
+def stack_cores(run: dict[str, Any]) -> float:
+    """The cores the stack's processes (not the load generator) used while metered."""
+    per_complaint = run["cpu_ms_per_complaint"]
+    ms = sum(v for k, v in per_complaint.items() if k not in (LOADGEN, "total") and v)
+    return round(ms * run["acknowledged"] / 1000 / run["duration_s"], 2)
 
 
 async def main() -> None:
@@ -29,8 +40,11 @@ async def main() -> None:
     keys = create_tenants(await sink.start(), env)
     processes = await stack_processes(env.get("DATABASE_URL", DEFAULT_DATABASE_URL))
     for _ in range(RUNS):
-        run = await cpu_cost(keys, sink, processes, rate=RATE, duration_s=SECONDS)
-        print(json.dumps(run), flush=True)
+        for rate in RATES:
+            run = {"settled_before": await settle.settled(processes)}
+            run |= await cpu_cost(keys, sink, processes, rate=rate, duration_s=SECONDS)
+            run["stack_cores"] = stack_cores(run)
+            print(json.dumps(run), flush=True)
 
 
 if __name__ == "__main__":
