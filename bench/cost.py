@@ -16,22 +16,14 @@ import asyncio
 import json
 import os
 import time
-from typing import Any
 
 from bench import settle
-from bench.cpu import LOADGEN, stack_processes
+from bench.cpu import stack_processes, stack_sum
 from bench.run import DEFAULT_DATABASE_URL, AckSink, cpu_cost, create_tenants, stack_env
 
 RATES = [float(rate) for rate in os.environ.get("COST_RATE", "100").split(",")]
 SECONDS = float(os.environ.get("COST_SECONDS", "20"))
 RUNS = int(os.environ.get("COST_RUNS", "3"))
-
-
-def stack_cores(run: dict[str, Any]) -> float:
-    """The cores the stack's processes (not the load generator) used while metered."""
-    per_complaint = run["cpu_ms_per_complaint"]
-    ms = sum(v for k, v in per_complaint.items() if k not in (LOADGEN, "total") and v)
-    return round(ms * run["acknowledged"] / 1000 / run["duration_s"], 2)
 
 
 async def main() -> None:
@@ -43,7 +35,7 @@ async def main() -> None:
         for rate in RATES:
             run = {"settled_before": await settle.settled(processes)}
             run |= await cpu_cost(keys, sink, processes, rate=rate, duration_s=SECONDS)
-            run["stack_cores"] = stack_cores(run)
+            run["stack_cores"] = round(stack_sum(run["cpu_cores"]), 2)
             print(json.dumps(run), flush=True)
 
 

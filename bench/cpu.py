@@ -138,6 +138,12 @@ def cpu_seconds(before: Snapshot, after: Snapshot) -> dict[str, float | None]:
     return dict(sorted(seconds.items()))
 
 
+def stack_sum(per_process: Mapping[str, float | None]) -> float:
+    """The stack's part of a per-process figure (seconds, cores): every process measured
+    but the load generator."""
+    return sum(v for name, v in per_process.items() if v is not None and name != LOADGEN)
+
+
 def per_complaint_ms(seconds: Mapping[str, float | None], complaints: int) -> dict[str, float]:
     """Milliseconds per complaint per process, plus "total" (the sum of those measured)."""
     if complaints <= 0:

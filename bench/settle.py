@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from bench.cpu import LOADGEN, CpuMeter
+from bench.cpu import CpuMeter, stack_sum
 
 # Idle, the stack uses about 0.2-0.35 cores here (polling, heartbeats, the broker).
 QUIET_CORES = 0.5
@@ -35,7 +35,7 @@ async def settled(
     while True:
         with CpuMeter(processes) as meter:
             await asyncio.sleep(window_s)
-        used = sum(s for name, s in meter.seconds().items() if s is not None and name != LOADGEN)
+        used = stack_sum(meter.seconds())
         cores = used / window_s
         waited = time.perf_counter() - began
         if cores <= quiet_cores or waited >= timeout_s:
