@@ -32,6 +32,10 @@ def make_broker(settings: CommonSettings, client_id: str) -> KafkaBroker:
         settings.kafka_bootstrap_servers,
         client_id=client_id,
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        # The one subscriber takes the fetched records as its only argument: without
+        # dependency injection, which resolved a message parameter in a worker thread
+        # for every batch.
+        apply_types=False,
         enable_idempotence=settings.kafka_enable_idempotence,
         # Per-message "Received/Processed" lines at DEBUG; failures still surface as warnings.
         log_level=logging.DEBUG,
@@ -72,10 +76,9 @@ def subscribe(
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         max_partition_fetch_bytes=settings.kafka_max_partition_fetch_bytes,
         max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
-        decoder=_raw_body,
+        decoder=_raw_records,
     )
-    async def on_batch(message: KafkaMessage) -> None:
-        records: tuple[ConsumerRecord[bytes, bytes], ...] = message.raw_message  # type: ignore[assignment]
+    async def on_batch(records: tuple[ConsumerRecord[bytes, bytes], ...]) -> None:
         by_partition: dict[tuple[str, int], list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
         for record in records:
             by_partition[(record.topic, record.partition)].append(record)
@@ -86,7 +89,8 @@ def subscribe(
         await consumer.handle_batch(partitions, handlers.__getitem__)
 
 
-async def _raw_body(message: object) -> object:
+async def _raw_records(message: KafkaMessage) -> object:
     # The envelope is parsed (and a poison message dead-lettered) by EventConsumer,
-    # so faststream must not try to decode the body itself.
-    return message.body  # type: ignore[attr-defined]
+    # so faststream must not try to decode the body itself: the handler gets the
+    # fetched ConsumerRecords (topic, partition, offset and headers with each body).
+    return message.raw_message
