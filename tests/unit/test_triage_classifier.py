@@ -429,6 +429,12 @@ def test_fraud_in_pinyin(classifier: Classifier, description: str) -> None:
         "手机中了木马，钱包自己在转账",
         # The eleventh round: "friends and family" to dodge a fee, then the seller gone.
         "Seller wanted Friends and Family to skip the fees, I paid 300 and he blocked me",
+        # The twelfth round: an elderly person's money moved by someone close, identity
+        # papers used by someone else (the passive "被别人拿去"), told to pay in again.
+        'My elderly neighbour is being exploited, a "friend" takes her to the shop every week'
+        " and she transfers him money",
+        "我的身份证被人拿去实名认证了账户，我自己注册的时候提示已经绑定了其他账户",
+        "客服让我再交两千升级VIP才能提",
     ],
 )
 def test_money_lost_without_the_obvious_words_is_p1(
@@ -455,6 +461,8 @@ def test_money_lost_without_the_obvious_words_is_p1(
         "买家发来一张转账截图说多付了两千，让我退回去，可我根本没收到钱",
         "The buyer said he overpaid me and asked me to send back the difference",
         "供应商邮件说换了收款账户，我们付了八万，后来才知道邮件是仿的",
+        # The twelfth round: the fake platform's "pay in again before you can withdraw".
+        "平台让我再充值五千才能提现，之前充的三万也拿不出来",
     ],
 )
 def test_disowned_charges_vanished_money_and_paid_tasks_are_fraud(
@@ -540,6 +548,11 @@ def test_a_fraud_word_said_of_the_provider_is_a_figure_of_speech(
         "他们就是一帮骗子，冒充客服把我卡里的钱转走了",
         # Only a comparison ends a figure: talking with the fraudster is a report.
         "跟骗子聊了半小时，按他说的操作，钱就被转走了",
+        # Guards of the twelfth round's frames and cues: each beside a report.
+        "They accused me of fraud, but someone stole 500 from my account last night",
+        "Someone took 300 from my wallet, was I hacked or is it your bug?",
+        "I accused my brother of stealing my money",
+        "我担心我被骗了，钱转过去以后对方就不回消息了",
     ],
 )
 def test_a_figure_of_speech_does_not_hide_a_report(
@@ -596,6 +609,11 @@ def test_recovery_credit_repair_overpayment_and_phishing_are_fraud(
         "我发了一张截图给客服，转账三天了钱还没到账",
         "我多付了100，商家说会退回去",
         "I sent money as friends and family to my sister, now my account is blocked",
+        # Guards of the twelfth round's terms: a fee to withdraw is not "pay in again",
+        # the customer's own feeling of being exploited by fees.
+        "为什么还要交手续费才能提现？",
+        "提现还要交一笔服务费才能到账，太坑了",
+        "I feel like I'm being exploited by these fees",
     ],
 )
 def test_fees_and_cards_without_a_loss_are_not_fraud(
@@ -619,6 +637,21 @@ def test_fees_and_cards_without_a_loss_are_not_fraud(
         ("Nearly 20 bucks vanished into your conversion fees", ("fees", "P3")),
         # The customer's own payment screenshot, sent to the merchant: a late transfer.
         ("我把付款截图发给商家了，商家说没收到钱", ("transfer_delay", "P2")),
+        # The twelfth round: the customer accused by an agent, a worry ("担心"), a denial
+        # ("haven't"), the customer's time "stolen", a question between two causes, a
+        # promotion called a scam.
+        ("The agent accused me of fraud and hung up on me", ("customer_service", "P4")),
+        ("我担心账户被盗，想开启指纹登录，设置在哪里？", ("account_access", "P3")),
+        ("I haven't been hacked, I just forgot my password", ("account_access", "P3")),
+        (
+            "新版本首页太乱了，找个账单要点好几下，感觉我的时间被你们偷走了",
+            ("app_usability", "P4"),
+        ),
+        (
+            "My payment keeps failing at checkout. Is my card compromised or is it your system?",
+            ("payment_failure", "P3"),
+        ),
+        ("你们的“新人礼”就是个骗局！说好的红包到现在没发", ("terms_marketing", "P4")),
     ],
 )
 def test_figures_of_speech_and_fears_are_not_reports(

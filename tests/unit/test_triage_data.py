@@ -31,6 +31,8 @@ TEST_PARTS = (
     DATA / "triage_fresh_test6.jsonl",
     DATA / "triage_floor_test11.jsonl",
     DATA / "triage_fresh_test7.jsonl",
+    DATA / "triage_floor_test12.jsonl",
+    DATA / "triage_fresh_test8.jsonl",
 )
 ALL_FILES = (*labelled.DEVELOPMENT_FILES, *TEST_PARTS)
 
