@@ -1,6 +1,7 @@
 """The bench's pure parts: /proc parsing and CPU accounting, acknowledgement percentiles,
-the soak's minutes, the latency curve's knee, PostgreSQL's CPU by connection and the wait
-for a quiet stack (bench/cpu.py, loadgen.py, soak.py, curve.py, statements.py, settle.py)."""
+the soak's minutes, the latency curve's knee, PostgreSQL's CPU by connection, the wait
+for a quiet stack and the CPU summaries (bench/cpu.py, loadgen.py, soak.py, curve.py,
+statements.py, settle.py, run.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from bench import cpu, curve, settle, soak, statements
 from bench.loadgen import AckLatencies, LoadResult, Tickets, ack_latencies, rounded_ms
+from bench.run import cpu_summary
 
 # Real lines from /proc: a postmaster, one of its backends, and a command name holding
 # spaces and parentheses (which a naive split would misread).
@@ -339,3 +341,21 @@ async def test_a_busy_process_keeps_the_stack_from_settling_an_idle_one_does_not
     assert busy["waited_s"] >= 1.2  # it kept trying until the timeout
     assert idle["quiet"] is True
     assert idle["waited_s"] < 1.0  # the first window was quiet
+
+
+def test_the_cost_at_saturation_is_summarised_from_the_pipeline_runs_alone() -> None:
+    def run(kind: str, intake: float, total: float) -> dict[str, object]:
+        return {"kind": kind, "cpu_ms_per_complaint": {"intake": intake, "total": total}}
+
+    runs = [
+        run("cpu_cost", 3.0, 19.0),
+        run("pipeline", 2.0, 11.0),
+        run("cpu_cost", 3.2, 19.4),
+        run("pipeline", 2.4, 13.0),
+        run("pipeline", 2.2, 12.0),
+        {"kind": "baseline"},
+    ]
+    saturated = cpu_summary(runs, kind="pipeline")
+    assert (saturated["intake"], saturated["total"]) == (2.2, 12.0)
+    assert saturated["postgres"] is None  # no run metered it
+    assert cpu_summary(runs)["total"] == 19.2  # the fixed-rate runs, as before
