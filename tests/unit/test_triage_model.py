@@ -77,6 +77,9 @@ def test_uncertain_decisions_need_review() -> None:
         (FraudSignals(rules_score=2.0, rules_min_score=2.0, model_probability=0.06), "P1"),
         (FraudSignals(rules_score=0.0, rules_min_score=2.0, model_probability=0.5), "P1"),
         (FraudSignals(rules_score=0.0, rules_min_score=2.0, model_probability=0.3), "P1"),
+        # The model alone: P1 from 0.25 (the twelfth floor round; 0.3 before).
+        (FraudSignals(rules_score=0.0, rules_min_score=2.0, model_probability=0.25), "P1"),
+        (FraudSignals(rules_score=0.0, rules_min_score=2.0, model_probability=0.24), "P2"),
         (FraudSignals(rules_score=1.0, rules_min_score=2.0, model_probability=0.0), "P2"),
         (FraudSignals(rules_score=0.0, rules_min_score=2.0, model_probability=0.2), "P2"),
         (FraudSignals(rules_score=0.0, rules_min_score=2.0, model_probability=0.01), None),
