@@ -52,7 +52,7 @@ class DecisionPolicy:
     # 1.0 but cost the development part's priority 0.893 -> 0.860; 0.15 costs 0.886).
     # fraud_p1 then 0.3 -> 0.25 in the twelfth floor round, each development set scored by
     # a model trained on all the others (the shipped model's training less that set):
-    # the floor sets' 2,179 stolen-money complaints at P1 0.9872 -> 0.9908, their 540
+    # the safety and floor sets' 2,179 stolen-money complaints at P1 0.9872 -> 0.9908, their 540
     # non-fraud complaints' priority (0.8537) and triage_dev's (0.8548) unchanged; 0.2
     # gains 0.0009 more and costs triage_dev's priority (0.85). (Scored by a model trained
     # without the development part and the floor sets, earlier rounds saw 0.25 cost
