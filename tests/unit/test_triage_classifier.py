@@ -553,6 +553,9 @@ def test_a_fraud_word_said_of_the_provider_is_a_figure_of_speech(
         "Someone took 300 from my wallet, was I hacked or is it your bug?",
         "I accused my brother of stealing my money",
         "我担心我被骗了，钱转过去以后对方就不回消息了",
+        # No frame for the provider's flag: the money may have gone through anyway.
+        "Your system flagged the transfer as suspected fraud and let it through anyway,"
+        " 900 is gone",
     ],
 )
 def test_a_figure_of_speech_does_not_hide_a_report(
