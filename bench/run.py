@@ -221,20 +221,29 @@ def _latencies_ms(arrivals: Mapping[int, float], result: LoadResult) -> list[flo
     return sorted((at - result.sent_at[i]) * 1000 for i, at in arrivals.items())
 
 
-async def ack_latency(api_keys: list[str], sink: AckSink, rate: float) -> dict[str, Any]:
+async def _offer_for_15_s(
+    api_keys: list[str], sink: AckSink, rate: float, *, connections: int, wait_s: float
+) -> tuple[LoadResult, dict[int, float], dict[int, float]]:
+    """Open loop at `rate` for 15 s, then the acknowledgements and the triage news that
+    came within `wait_s` each: (the load, acknowledged at, triaged at), by request."""
     result = await open_loop(
         HOST,
         INTAKE_PORT,
         complaint_requests(api_keys),
         rate_per_s=rate,
         duration_s=15,
-        connections=32,
+        connections=connections,
         response_timeout_s=RESPONSE_TIMEOUT_S,
         keep_bodies=True,
     )
-    acks = await arrived(sink.acked_at, result, timeout_s=60)
+    acks = await arrived(sink.acked_at, result, timeout_s=wait_s)
+    triaged = await arrived(sink.triaged_at, result, timeout_s=wait_s)
+    return result, acks, triaged
+
+
+async def ack_latency(api_keys: list[str], sink: AckSink, rate: float) -> dict[str, Any]:
+    result, acks, triaged = await _offer_for_15_s(api_keys, sink, rate, connections=32, wait_s=60)
     latencies = _latencies_ms(acks, result)
-    triaged = await arrived(sink.triaged_at, result, timeout_s=60)
     triage_latencies = _latencies_ms(triaged, result)
     return {
         "kind": "ack_latency",
@@ -261,21 +270,10 @@ async def pipeline_throughput(
     below it the stack's loops take more, smaller rounds and fill the idle cores)."""
     began = time.perf_counter()
     with CpuMeter(processes) as meter:
-        result = await open_loop(
-            HOST,
-            INTAKE_PORT,
-            complaint_requests(api_keys),
-            rate_per_s=rate,
-            duration_s=15,
-            connections=48,
-            response_timeout_s=RESPONSE_TIMEOUT_S,
-            keep_bodies=True,
-        )
-        acks = await arrived(sink.acked_at, result, timeout_s=120)
         # Sustained means through the whole path: a complaint counts once its triage news
         # (the last webhook of that path) came, so acknowledgements that run ahead of a
         # growing triage backlog do not count as throughput.
-        done = await arrived(sink.triaged_at, result, timeout_s=120)
+        result, acks, done = await _offer_for_15_s(api_keys, sink, rate, connections=48, wait_s=120)
     last_ack = max(acks.values(), default=began)
     last = max(done.values(), default=began)
     return {
