@@ -33,6 +33,8 @@ TEST_PARTS = (
     DATA / "triage_fresh_test7.jsonl",
     DATA / "triage_floor_test12.jsonl",
     DATA / "triage_fresh_test8.jsonl",
+    DATA / "triage_floor_test13.jsonl",
+    DATA / "triage_fresh_test9.jsonl",
 )
 ALL_FILES = (*labelled.DEVELOPMENT_FILES, *TEST_PARTS)
 
