@@ -435,6 +435,10 @@ def test_fraud_in_pinyin(classifier: Classifier, description: str) -> None:
         " and she transfers him money",
         "我的身份证被人拿去实名认证了账户，我自己注册的时候提示已经绑定了其他账户",
         "客服让我再交两千升级VIP才能提",
+        # The thirteenth round: a shop that only looked real, a screen shared with a "helper".
+        "Ended up on a shop that looked legit and paid $330. The site now redirects somewhere"
+        " else and nobody answers.",
+        "He asked me to share my screen to help with the refund and afterwards 2300 was missing",
     ],
 )
 def test_money_lost_without_the_obvious_words_is_p1(
@@ -556,6 +560,13 @@ def test_a_fraud_word_said_of_the_provider_is_a_figure_of_speech(
         # No frame for the provider's flag: the money may have gone through anyway.
         "Your system flagged the transfer as suspected fraud and let it through anyway,"
         " 900 is gone",
+        # Guards of the thirteenth round's frames and cues: a likeness after "了" tells
+        # what happened; "nobody" with more than filler words between; a service not
+        # the provider's own ("your"); a person, not conduct, likened to a crook.
+        "我爸手机屏幕自己在动，像被人远程控制了一样，钱包里的钱一笔一笔转出去了",
+        "Nobody helped me after my money was stolen from my wallet last night",
+        "The fake customer service was a scam, they took 3000 from me",
+        "他跟骗子一样把我的2000块钱骗走了",
     ],
 )
 def test_a_figure_of_speech_does_not_hide_a_report(
@@ -655,6 +666,28 @@ def test_fees_and_cards_without_a_loss_are_not_fraud(
             ("payment_failure", "P3"),
         ),
         ("你们的“新人礼”就是个骗局！说好的红包到现在没发", ("terms_marketing", "P4")),
+        # The thirteenth round: the provider's own service called a scam or likened to a
+        # crook, a denial ("nobody"), the customer treated as a fraudster.
+        (
+            "Your customer support is a scam, three weeks and no answer about my question",
+            ("customer_service", "P4"),
+        ),
+        (
+            "Your refund process is a scam, my 89 dollars still are not back after fifteen days",
+            ("refund", "P2"),
+        ),
+        ("你们的客服跟骗子一样，问什么都不知道", ("customer_service", "P4")),
+        ("Nobody hacked me, I just can't log in after changing phones", ("account_access", "P3")),
+        (
+            "The agent spoke to me as if I was a fraudster and kept me on hold for an hour",
+            ("customer_service", "P4"),
+        ),
+        # Guard: a shop that looked real and delivered is no fake shop.
+        (
+            "I paid on a site that looked legit and the order arrived fine but it was charged"
+            " twice.",
+            ("duplicate_charge", "P2"),
+        ),
     ],
 )
 def test_figures_of_speech_and_fears_are_not_reports(
