@@ -36,10 +36,12 @@ def _placeholder(match: re.Match[str]) -> str:
     return match.group() if kind == "keep" else _PLACEHOLDERS.get(kind, "[phone]")
 
 
-# Most logged values are identifiers, names from closed vocabularies or digit-free
-# text: those are answered without the full pattern (it was most of a log line's cost).
-# Every pattern above needs an "@" or a digit; a whole UUID or ticket number is kept.
-_MAY_HOLD_CONTACT = re.compile(r"[\d@]")
+# Most logged values are identifiers, names from closed vocabularies or text with few
+# digits: those are answered without the full pattern (it was most of a log line's
+# cost). Every pattern above but "keep" needs an "@" or two digits with at least six
+# digits, spaces or dashes between them ("complaints.received.v1" has neither); a whole
+# UUID or ticket number is kept.
+_MAY_HOLD_CONTACT = re.compile(r"@|\d[\d -]{6,}\d")
 _WHOLE_IDENTIFIER = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|WC-\d{8}-\d+"
 )
@@ -63,6 +65,8 @@ def mask_value(key: str, value: Any) -> Any:
         return "[redacted]"
     if isinstance(value, str):
         return mask_text(value)
+    if value is None or isinstance(value, int | float):  # before the slower ABC checks
+        return value
     if isinstance(value, Mapping):
         return {k: mask_value(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple):
