@@ -35,6 +35,7 @@ TEST_PARTS = (
     DATA / "triage_fresh_test8.jsonl",
     DATA / "triage_floor_test13.jsonl",
     DATA / "triage_fresh_test9.jsonl",
+    DATA / "triage_fresh_test10.jsonl",
 )
 ALL_FILES = (*labelled.DEVELOPMENT_FILES, *TEST_PARTS)
 
