@@ -36,6 +36,7 @@ DEVELOPMENT_FILES = (
     REPO_DATA / "triage_floor_dev11.jsonl",
     REPO_DATA / "triage_floor_dev12.jsonl",
     REPO_DATA / "triage_floor_dev13.jsonl",
+    REPO_DATA / "triage_fresh_dev14.jsonl",
     REPO_DATA / "triage_train.jsonl",
 )
 # What the shipped model is trained from: the development part but the tenth to thirteenth
@@ -53,6 +54,7 @@ DEFAULT_TRAINING_FILES = tuple(
         "triage_floor_dev11.jsonl",
         "triage_floor_dev12.jsonl",
         "triage_floor_dev13.jsonl",
+        "triage_fresh_dev14.jsonl",
     )
 )
 
