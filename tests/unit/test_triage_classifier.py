@@ -571,6 +571,9 @@ def test_a_fraud_word_said_of_the_provider_is_a_figure_of_speech(
         # "疑似"/"涉嫌" frame a suspicion); a verdict not quoted is the customer's own.
         "警察说我被骗了，钱转到了安全账户",
         "这几笔都是非本人操作，请马上冻结",
+        # Found in review: a bare "like" before "I was" and "疑似" unquoted hid these.
+        "Looks like I was hacked.",
+        "客服说我疑似被骗了，让我赶紧改密码",
     ],
 )
 def test_a_figure_of_speech_does_not_hide_a_report(
