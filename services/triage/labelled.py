@@ -39,12 +39,12 @@ DEVELOPMENT_FILES = (
     REPO_DATA / "triage_fresh_dev14.jsonl",
     REPO_DATA / "triage_train.jsonl",
 )
-# What the shipped model is trained from: the development part but the tenth to thirteenth
-# rounds' floor sets. Trained with them, the model did no better on the development sets
-# left out of its training in turn (the tenth and eleventh floor sets: category +0.004
-# each; triage_safety_dev unchanged) and worse on three (triage_dev: 0.8905 -> 0.8857;
-# the ninth floor set: 0.972 -> 0.968; the twelfth: 0.988 -> 0.984), so the model stays
-# as it was; the rules did learn from them.
+# What the shipped model is trained from: the development part but the tenth to
+# fourteenth rounds' sets. Trained with them, the model did no better on the development
+# sets left out of its training in turn (services/triage/README.md, the twelfth to
+# fourteenth rounds: e.g. with the tenth to twelfth, triage_dev 0.8905 -> 0.8857 in
+# category; with the fourteenth's, the twelfth floor set 0.988 -> 0.972), so the model
+# stays as it was; the rules did learn from them.
 DEFAULT_TRAINING_FILES = tuple(
     path
     for path in DEVELOPMENT_FILES

@@ -439,6 +439,9 @@ def test_fraud_in_pinyin(classifier: Classifier, description: str) -> None:
         "Ended up on a shop that looked legit and paid $330. The site now redirects somewhere"
         " else and nobody answers.",
         "He asked me to share my screen to help with the refund and afterwards 2300 was missing",
+        # Found in review: the household disowns what left.
+        "Nobody I know made these three transfers last night",
+        "Nobody else has my phone, but 300 was transferred out this morning",
     ],
 )
 def test_money_lost_without_the_obvious_words_is_p1(
@@ -708,7 +711,7 @@ def test_figures_of_speech_and_fears_are_not_reports(
     ("description", "expected"),
     [
         # The fourteenth round (a development set of every category), each failing on the
-        # previous rules but the last two: the provider's suspicion of the customer and
+        # previous rules but the last four: the provider's suspicion of the customer and
         # the app's verdict, quoted; another customer's account shown; a camera that will
         # not focus; a donation receipt; a transfer that arrived days late; an order still
         # unpaid; a merchant's "the money goes back onto the wallet"; a support ticket
@@ -742,7 +745,13 @@ def test_figures_of_speech_and_fears_are_not_reports(
             " ticket I opened on the 3rd gets a reply",
             ("customer_service", "P4"),
         ),
-        # Guard: the app's word for a failed transfer's reversal is not a refund.
+        # Guards: a screen-sharing tool with no money or codes in sight; the app's word for
+        # a failed transfer's reversal is not a refund.
+        (
+            "Please add screen sharing to the support chat so agents can see my problem",
+            ("other", "P4"),
+        ),
+        ("The app crashes whenever TeamViewer is running on my laptop", ("app_usability", "P4")),
         (
             "I tried an instant transfer to my own debit card, it failed and the money would"
             " go back to my balance, it didn't",
