@@ -439,9 +439,11 @@ def test_fraud_in_pinyin(classifier: Classifier, description: str) -> None:
         "Ended up on a shop that looked legit and paid $330. The site now redirects somewhere"
         " else and nobody answers.",
         "He asked me to share my screen to help with the refund and afterwards 2300 was missing",
-        # Found in review: the household disowns what left.
+        # Found in review: the household disowns what left; a denial asked back, then
+        # who took a sum.
         "Nobody I know made these three transfers last night",
         "Nobody else has my phone, but 300 was transferred out this morning",
+        "Nobody hacked me? Then who took the 2000 out of my wallet at 3am?",
     ],
 )
 def test_money_lost_without_the_obvious_words_is_p1(
