@@ -325,19 +325,21 @@ async def test_a_busy_process_keeps_the_stack_from_settling_an_idle_one_does_not
     sleeping = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "import time; time.sleep(60)"
     )
+    # A low bar for "quiet": a spinner on a machine busy with other work (a CI run beside
+    # a training job) can get less than half a core, never as little as a tenth.
     try:
         busy = await settle.settled(
-            {"spinner": spinning.pid}, quiet_cores=0.5, window_s=0.5, timeout_s=1.2
+            {"spinner": spinning.pid}, quiet_cores=0.1, window_s=0.5, timeout_s=1.2
         )
         idle = await settle.settled(
-            {"sleeper": sleeping.pid}, quiet_cores=0.5, window_s=0.5, timeout_s=1.2
+            {"sleeper": sleeping.pid}, quiet_cores=0.1, window_s=0.5, timeout_s=1.2
         )
     finally:
         for process in (spinning, sleeping):
             process.kill()
             await process.wait()
     assert busy["quiet"] is False
-    assert busy["stack_cores_last_window"] > 0.5
+    assert busy["stack_cores_last_window"] > 0.1
     assert busy["waited_s"] >= 1.2  # it kept trying until the timeout
     assert idle["quiet"] is True
     assert idle["waited_s"] < 1.0  # the first window was quiet
