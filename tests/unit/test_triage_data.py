@@ -36,6 +36,7 @@ TEST_PARTS = (
     DATA / "triage_floor_test13.jsonl",
     DATA / "triage_fresh_test9.jsonl",
     DATA / "triage_fresh_test10.jsonl",
+    DATA / "triage_floor_test14.jsonl",
 )
 ALL_FILES = (*labelled.DEVELOPMENT_FILES, *TEST_PARTS)
 
