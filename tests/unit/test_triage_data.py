@@ -37,6 +37,7 @@ TEST_PARTS = (
     DATA / "triage_fresh_test9.jsonl",
     DATA / "triage_fresh_test10.jsonl",
     DATA / "triage_floor_test14.jsonl",
+    DATA / "triage_fresh_test11.jsonl",
 )
 ALL_FILES = (*labelled.DEVELOPMENT_FILES, *TEST_PARTS)
 
