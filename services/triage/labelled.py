@@ -37,6 +37,8 @@ DEVELOPMENT_FILES = (
     REPO_DATA / "triage_floor_dev12.jsonl",
     REPO_DATA / "triage_floor_dev13.jsonl",
     REPO_DATA / "triage_fresh_dev14.jsonl",
+    REPO_DATA / "triage_floor_dev16.jsonl",
+    REPO_DATA / "triage_fresh_dev16.jsonl",
     REPO_DATA / "triage_train.jsonl",
 )
 # What the shipped model is trained from: the development part but the tenth to
@@ -55,6 +57,8 @@ DEFAULT_TRAINING_FILES = tuple(
         "triage_floor_dev12.jsonl",
         "triage_floor_dev13.jsonl",
         "triage_fresh_dev14.jsonl",
+        "triage_floor_dev16.jsonl",
+        "triage_fresh_dev16.jsonl",
     )
 )
 

@@ -38,6 +38,8 @@ TEST_PARTS = (
     DATA / "triage_fresh_test10.jsonl",
     DATA / "triage_floor_test14.jsonl",
     DATA / "triage_fresh_test11.jsonl",
+    DATA / "triage_floor_test15.jsonl",
+    DATA / "triage_fresh_test12.jsonl",
 )
 ALL_FILES = (*labelled.DEVELOPMENT_FILES, *TEST_PARTS)
 
