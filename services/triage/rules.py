@@ -25,7 +25,7 @@ import re
 import tomllib
 import unicodedata
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
@@ -98,12 +98,18 @@ class Normalisation:
     typo_min_length: int
     typo_substitution_min_length: int
     typo_exempt: frozenset[str]
+    # Written Cantonese words and their Mandarin equivalents, matched longest first in
+    # one pass (None: no such table).
+    cantonese: re.Pattern[str] | None = None
+    cantonese_map: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def normalise(self, text: str) -> str:
-        """NFKC (full-width to half-width), traditional to simplified, tone marks and
-        other accents off Latin letters, lower case,
+        """NFKC (full-width to half-width), traditional to simplified, written Cantonese
+        to Mandarin, tone marks and other accents off Latin letters, lower case,
         hyphens between letters to spaces, contractions unified, whitespace collapsed."""
         text = unicodedata.normalize("NFKC", text).translate(self.char_map).lower()
+        if self.cantonese is not None:
+            text = self.cantonese.sub(lambda m: self.cantonese_map[m.group(0)], text)
         text = text.replace("\u2019", "'").replace("\u2018", "'")
         text = re.sub(r"(?<=[a-z])-(?=[a-z])", " ", text)
         text = re.sub(r"\s+", " ", text).strip()
@@ -355,6 +361,7 @@ def _normalisation(table: Mapping[str, Any]) -> Normalisation:
             "typo_min_length",
             "typo_substitution_min_length",
             "typo_exempt",
+            "cantonese",
         },
     )
     pairs = _string(table, "traditional_to_simplified", where).split()
@@ -369,6 +376,7 @@ def _normalisation(table: Mapping[str, Any]) -> Normalisation:
         isinstance(k, str) and isinstance(v, str) for k, v in replacements.items()
     ):
         raise ValueError(f"{where} replacements must map words to words")
+    cantonese = _cantonese(table.get("cantonese", {}), char_map, where)
     return Normalisation(
         char_map=MappingProxyType(char_map),
         replacements=MappingProxyType({k.lower(): v.lower() for k, v in replacements.items()}),
@@ -376,7 +384,21 @@ def _normalisation(table: Mapping[str, Any]) -> Normalisation:
         typo_min_length=int(_positive(table, "typo_min_length", where)),
         typo_substitution_min_length=int(_positive(table, "typo_substitution_min_length", where)),
         typo_exempt=frozenset(w.lower() for w in _strings(table, "typo_exempt", where)),
+        cantonese=re.compile("|".join(map(re.escape, sorted(cantonese, key=len, reverse=True))))
+        if cantonese
+        else None,
+        cantonese_map=MappingProxyType(cantonese),
     )
+
+
+def _cantonese(table: object, char_map: Mapping[int, str], where: str) -> dict[str, str]:
+    """The written-Cantonese table, its keys in the characters the text has by then
+    (after the traditional ones were simplified)."""
+    if not isinstance(table, Mapping) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in table.items()
+    ):
+        raise ValueError(f"{where} cantonese must map words to words")
+    return {k.translate(char_map): v for k, v in table.items()}
 
 
 def _negation(table: Mapping[str, Any], norm: Normalisation) -> Negation:

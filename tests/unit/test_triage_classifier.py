@@ -125,6 +125,14 @@ CUE_SAMPLES = [
         "top_up_withdrawal",
         "P2",
     ),
+    # Written Cantonese, read through the Mandarin lexicon (each was other / P4 before,
+    # or fraud / P1 for the denial).
+    ("我個錢包啲錢冇咗，唔係我轉嘅", "fraud", "P1"),
+    ("上個禮拜俾人呃咗五千蚊", "fraud", "P1"),
+    ("朋友話冇收到我轉俾佢嘅錢，我呢邊已經扣咗", "transfer_delay", "P2"),
+    ("我唔係俾人盜咗號，只係改完密碼之後登入唔到", "account_access", "P3"),
+    # Passed from desk to desk is not money moved.
+    ("每次打熱線都俾人轉嚟轉去，冇人理", "customer_service", "P4"),
 ]
 
 
@@ -427,6 +435,14 @@ def test_full_width_and_upper_case_text(classifier: Classifier) -> None:
 
 def test_traditional_chinese(classifier: Classifier) -> None:
     assert classify(classifier, "我的帳戶被凍結了，無法轉帳").category == "account_frozen"
+
+
+def test_written_cantonese_read_as_mandarin(rules: TriageRules) -> None:
+    normalise = rules.normalisation.normalise
+    assert normalise("錢冇咗，俾人呃咗") == "钱没了,被人骗了"
+    assert normalise("佢哋換咗收款戶口") == "他们换了收款账户"
+    # Words that mean something else in Mandarin stay: "关系", the household register.
+    assert normalise("沒關係，戶口本在這裡") == "没关系,户口本在这里"
 
 
 def test_pinyin_tone_marks_read_as_toneless_pinyin(rules: TriageRules) -> None:
@@ -907,6 +923,7 @@ def _broken(mutate: Any) -> dict[str, Any]:
             "figurative_after .* is not a regex",
         ),
         (lambda d: d["normalisation"]["typo_targets"].append("zebra"), "typo_targets not used"),
+        (lambda d: d["normalisation"]["cantonese"].update({"咗": 1}), "cantonese must map"),
     ],
 )
 def test_invalid_rules_are_refused_with_a_clear_message(mutate: Any, message: str) -> None:
