@@ -16,7 +16,8 @@ How a category is chosen (the knobs live in rules.toml):
    minus its counter-terms (context that speaks against it).
 5. A category applies when its score (text plus a modest weight for a matching
    category_hint) reaches ``min_score``, and it matched a strong term or its text
-   score is at least ``dominance_ratio`` of the strongest text score: an incidental
+   score is at least ``dominance_ratio`` of the strongest text score of any category
+   but ``other`` (a question or a suggestion never outweighs a problem): an incidental
    word does not compete with a strong signal. Among the categories that apply, the
    contract's precedence decides. When none applies, the strongest weak signal wins
    (the hint breaks ties); with no signal at all the complaint is ``other``.
@@ -196,7 +197,9 @@ class Classifier:
             name: ev.score + (scoring.hint_weight if name == hint else 0.0)
             for name, ev in evidence.items()
         }
-        strongest = max((ev.score for ev in evidence.values()), default=0.0)
+        # "other" (a question, a suggestion) never outweighs a problem the complaint names:
+        # "请问为什么转出700不需要我的指纹？" is first a question, and a theft.
+        strongest = max((ev.score for name, ev in evidence.items() if name != "other"), default=0.0)
         applies = [
             name
             for name in CATEGORIES

@@ -133,6 +133,8 @@ CUE_SAMPLES = [
     ("我唔係俾人盜咗號，只係改完密碼之後登入唔到", "account_access", "P3"),
     # Passed from desk to desk is not money moved.
     ("每次打熱線都俾人轉嚟轉去，冇人理", "customer_service", "P4"),
+    # A theft asked as questions: the question words ("请问", "?") do not outweigh it.
+    ("请问为什么我的账户在我不知情的情况下转出了700？请问我现在还能做什么？", "fraud", "P1"),
 ]
 
 
