@@ -133,6 +133,37 @@ CUE_SAMPLES = [
     ("我唔係俾人盜咗號，只係改完密碼之後登入唔到", "account_access", "P3"),
     # Passed from desk to desk is not money moved.
     ("每次打熱線都俾人轉嚟轉去，冇人理", "customer_service", "P4"),
+    # The sixteenth floor round's terms: an Indian-English denial, a third person's
+    # spending not agreed to, the app's notice of a device added and then a transfer, an
+    # investment gone dark, a buyer's screenshot for goods shipped.
+    (
+        "An amount of USD 120 was debited from my wallet towards 'Star Gift Cards' which I"
+        " have not done. Kindly revert.",
+        "fraud",
+        "P1",
+    ),
+    ("同事知道我的支付密码，趁我午睡用我手机付了三百块，我没同意他花这个钱", "fraud", "P1"),
+    (
+        "The app said 'Your device has been successfully added: Pixel 7'. An hour later a"
+        " transfer of $400 to K. Lee completed. I only own an iPhone.",
+        "fraud",
+        "P1",
+    ),
+    ("说好每月分红，我投了两万，现在对方电话停机了", "fraud", "P1"),
+    (
+        "A buyer sent me a screenshot of his payment, I shipped the phone, and no money"
+        " arrived in my wallet",
+        "fraud",
+        "P1",
+    ),
+    # ... and their guards: the customer's own device, the provider's own product.
+    (
+        "I got a new phone and the device was added fine, but the transfer of 50 to my"
+        " sister failed",
+        "payment_failure",
+        "P3",
+    ),
+    ("你们的理财产品页面一直打不开，想看看每月分红到账没有", "app_usability", "P4"),
     # A theft asked as questions: the question words ("请问", "?") do not outweigh it.
     ("请问为什么我的账户在我不知情的情况下转出了700？请问我现在还能做什么？", "fraud", "P1"),
 ]
