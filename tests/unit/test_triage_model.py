@@ -80,7 +80,11 @@ def test_uncertain_decisions_need_review() -> None:
         # The model alone: P1 from 0.25 (the twelfth floor round; 0.3 before).
         (FraudSignals(rules_score=0.0, rules_min_score=2.0, model_probability=0.25), "P1"),
         (FraudSignals(rules_score=0.0, rules_min_score=2.0, model_probability=0.24), "P2"),
-        (FraudSignals(rules_score=1.0, rules_min_score=2.0, model_probability=0.0), "P2"),
+        # A weak fraud term ("someone", "骗人的活动") is a trace unless the model all but
+        # rules fraud out (the sixteenth round); alone, without a model, it is one.
+        (FraudSignals(rules_score=1.0, rules_min_score=2.0, model_probability=0.06), "P2"),
+        (FraudSignals(rules_score=1.0, rules_min_score=2.0, model_probability=None), "P2"),
+        (FraudSignals(rules_score=1.0, rules_min_score=2.0, model_probability=0.0), None),
         (FraudSignals(rules_score=0.0, rules_min_score=2.0, model_probability=0.2), "P2"),
         (FraudSignals(rules_score=0.0, rules_min_score=2.0, model_probability=0.01), None),
         # A strong fraud term stands even where the model reads another story.
