@@ -164,6 +164,9 @@ CUE_SAMPLES = [
         "P3",
     ),
     ("你们的理财产品页面一直打不开，想看看每月分红到账没有", "app_usability", "P4"),
+    # A programme's name is no report; a loss beside the same word still is.
+    ("Your fraud prevention team froze my wallet for six weeks", "account_frozen", "P2"),
+    ("I lost 500 to fraud, prevention is your job", "fraud", "P1"),
     # A theft asked as questions: the question words ("请问", "?") do not outweigh it.
     ("请问为什么我的账户在我不知情的情况下转出了700？请问我现在还能做什么？", "fraud", "P1"),
 ]
