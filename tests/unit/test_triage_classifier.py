@@ -151,6 +151,11 @@ CUE_SAMPLES = [
     ),
     ("说好每月分红，我投了两万，现在对方电话停机了", "fraud", "P1"),
     (
+        "My autopay list shows an agreement I never set up, $9.99 a month to StreamBox",
+        "fraud",
+        "P1",
+    ),
+    (
         "A buyer sent me a screenshot of his payment, I shipped the phone, and no money"
         " arrived in my wallet",
         "fraud",
