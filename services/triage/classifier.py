@@ -197,9 +197,12 @@ class Classifier:
             name: ev.score + (scoring.hint_weight if name == hint else 0.0)
             for name, ev in evidence.items()
         }
-        # "other" (a question, a suggestion) never outweighs a problem the complaint names:
-        # "请问为什么转出700不需要我的指纹？" is first a question, and a theft.
-        strongest = max((ev.score for name, ev in evidence.items() if name != "other"), default=0.0)
+        # The fallback (a question, a suggestion) never outweighs a problem the complaint
+        # names: "请问为什么转出700不需要我的指纹？" is a question, and first a theft.
+        strongest = max(
+            (ev.score for name, ev in evidence.items() if name != FALLBACK_CATEGORY),
+            default=0.0,
+        )
         applies = [
             name
             for name in CATEGORIES

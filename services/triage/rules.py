@@ -98,24 +98,27 @@ class Normalisation:
     typo_min_length: int
     typo_substitution_min_length: int
     typo_exempt: frozenset[str]
-    # Written Cantonese words and their Mandarin equivalents, matched longest first in
-    # one pass (None: no such table).
-    cantonese: re.Pattern[str] | None = None
-    cantonese_map: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # Written Cantonese words and their Mandarin equivalents.
+    cantonese: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def normalise(self, text: str) -> str:
         """NFKC (full-width to half-width), traditional to simplified, written Cantonese
         to Mandarin, tone marks and other accents off Latin letters, lower case,
         hyphens between letters to spaces, contractions unified, whitespace collapsed."""
         text = unicodedata.normalize("NFKC", text).translate(self.char_map).lower()
-        if self.cantonese is not None:
-            text = self.cantonese.sub(lambda m: self.cantonese_map[m.group(0)], text)
+        if self.cantonese:
+            text = self._cantonese_words.sub(lambda m: self.cantonese[m.group(0)], text)
         text = text.replace("\u2019", "'").replace("\u2018", "'")
         text = re.sub(r"(?<=[a-z])-(?=[a-z])", " ", text)
         text = re.sub(r"\s+", " ", text).strip()
         if self.replacements:
             text = _WORD.sub(lambda m: self.replacements.get(m.group(0), m.group(0)), text)
         return text
+
+    @functools.cached_property
+    def _cantonese_words(self) -> re.Pattern[str]:
+        # Longest first, so "唔係" is one word, not "唔" then "係".
+        return re.compile("|".join(map(re.escape, sorted(self.cantonese, key=len, reverse=True))))
 
 
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
@@ -384,10 +387,7 @@ def _normalisation(table: Mapping[str, Any]) -> Normalisation:
         typo_min_length=int(_positive(table, "typo_min_length", where)),
         typo_substitution_min_length=int(_positive(table, "typo_substitution_min_length", where)),
         typo_exempt=frozenset(w.lower() for w in _strings(table, "typo_exempt", where)),
-        cantonese=re.compile("|".join(map(re.escape, sorted(cantonese, key=len, reverse=True))))
-        if cantonese
-        else None,
-        cantonese_map=MappingProxyType(cantonese),
+        cantonese=MappingProxyType(cantonese),
     )
 
 
