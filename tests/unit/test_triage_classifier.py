@@ -150,6 +150,13 @@ CUE_SAMPLES = [
         "P1",
     ),
     ("说好每月分红，我投了两万，现在对方电话停机了", "fraud", "P1"),
+    # A relative "in trouble" who needs money at once, and secretly.
+    (
+        "A boy who sounded like my grandson said he was in custody and needed bail, I wired $900",
+        "fraud",
+        "P1",
+    ),
+    ("佢話出咗事要保釋金，唔好話俾屋企人知，我轉咗兩萬", "fraud", "P1"),
     (
         "My autopay list shows an agreement I never set up, $9.99 a month to StreamBox",
         "fraud",
