@@ -40,6 +40,8 @@ TEST_PARTS = (
     DATA / "triage_fresh_test11.jsonl",
     DATA / "triage_floor_test15.jsonl",
     DATA / "triage_fresh_test12.jsonl",
+    DATA / "triage_floor_test16.jsonl",
+    DATA / "triage_fresh_test13.jsonl",
 )
 ALL_FILES = (*labelled.DEVELOPMENT_FILES, *TEST_PARTS)
 
