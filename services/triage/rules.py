@@ -374,12 +374,9 @@ def _normalisation(table: Mapping[str, Any]) -> Normalisation:
         if len(pair) != 2:
             raise ValueError(f"{where} traditional_to_simplified: '{pair}' is not a char pair")
         char_map[ord(pair[0])] = pair[1]
-    replacements = table.get("replacements", {})
-    if not isinstance(replacements, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in replacements.items()
-    ):
-        raise ValueError(f"{where} replacements must map words to words")
-    cantonese = _cantonese(table.get("cantonese", {}), char_map, where)
+    replacements = _word_map(table, "replacements", where)
+    # Cantonese keys in the characters the text has by then (traditional ones simplified).
+    cantonese = {k.translate(char_map): v for k, v in _word_map(table, "cantonese", where).items()}
     return Normalisation(
         char_map=MappingProxyType(char_map),
         replacements=MappingProxyType({k.lower(): v.lower() for k, v in replacements.items()}),
@@ -391,14 +388,14 @@ def _normalisation(table: Mapping[str, Any]) -> Normalisation:
     )
 
 
-def _cantonese(table: object, char_map: Mapping[int, str], where: str) -> dict[str, str]:
-    """The written-Cantonese table, its keys in the characters the text has by then
-    (after the traditional ones were simplified)."""
-    if not isinstance(table, Mapping) or not all(
-        isinstance(k, str) and k and isinstance(v, str) for k, v in table.items()
+def _word_map(table: Mapping[str, Any], key: str, where: str) -> dict[str, str]:
+    """An optional table of words to words (an empty word would match everywhere)."""
+    words = table.get(key, {})
+    if not isinstance(words, Mapping) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in words.items()
     ):
-        raise ValueError(f"{where} cantonese must map words to words")
-    return {k.translate(char_map): v for k, v in table.items()}
+        raise ValueError(f"{where} {key} must map words to words")
+    return dict(words)
 
 
 def _negation(table: Mapping[str, Any], norm: Normalisation) -> Negation:
