@@ -233,6 +233,25 @@ def test_a_medium_word_is_outweighed_by_much_stronger_evidence(classifier: Class
     assert any("account_frozen" in reason and "outweighed" in reason for reason in result.reasons)
 
 
+
+@pytest.mark.parametrize(
+    ("description", "words"),
+    [
+        # The recurring-charge term claims the denial; the denial term's shorter words
+        # inside it do not count a second time.
+        ("I never set up this subscription and I am charged 9.99 every month", "'never set up'"),
+        ("I never signed up for this, charged 30 a month", "'never signed up'"),
+        # Without a recurring word the denial alone speaks.
+        ("I never set up this payee and 500 was transferred out", "'never set'"),
+        ("Never signed up for this loan but money was debited", "'never signed'"),
+    ],
+)
+def test_one_denial_counts_once(classifier: Classifier, description: str, words: str) -> None:
+    result = classify(classifier, description)
+    fraud_reasons = [r for r in result.reasons if r.endswith("-> fraud")]
+    assert result.category == "fraud"
+    assert len(fraud_reasons) == 1 and words in fraud_reasons[0]
+
 def test_a_fee_on_a_withdrawal_is_about_the_fee(classifier: Classifier) -> None:
     assert classify(classifier, "提现收了0.1%的手续费，之前没有提示").category == "fees"
 
