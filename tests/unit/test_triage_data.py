@@ -42,6 +42,7 @@ TEST_PARTS = (
     DATA / "triage_fresh_test12.jsonl",
     DATA / "triage_floor_test16.jsonl",
     DATA / "triage_fresh_test13.jsonl",
+    DATA / "triage_floor_test17.jsonl",
 )
 ALL_FILES = (*labelled.DEVELOPMENT_FILES, *TEST_PARTS)
 
