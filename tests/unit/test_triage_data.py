@@ -43,6 +43,7 @@ TEST_PARTS = (
     DATA / "triage_floor_test16.jsonl",
     DATA / "triage_fresh_test13.jsonl",
     DATA / "triage_floor_test17.jsonl",
+    DATA / "triage_fresh_test14.jsonl",
 )
 ALL_FILES = (*labelled.DEVELOPMENT_FILES, *TEST_PARTS)
 
