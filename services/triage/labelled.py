@@ -39,6 +39,7 @@ DEVELOPMENT_FILES = (
     REPO_DATA / "triage_fresh_dev14.jsonl",
     REPO_DATA / "triage_floor_dev16.jsonl",
     REPO_DATA / "triage_fresh_dev16.jsonl",
+    REPO_DATA / "triage_floor_dev18.jsonl",
     REPO_DATA / "triage_train.jsonl",
 )
 # What the shipped model is trained from: the development part but the tenth to
@@ -59,6 +60,7 @@ DEFAULT_TRAINING_FILES = tuple(
         "triage_fresh_dev14.jsonl",
         "triage_floor_dev16.jsonl",
         "triage_fresh_dev16.jsonl",
+        "triage_floor_dev18.jsonl",
     )
 )
 

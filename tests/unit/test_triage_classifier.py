@@ -586,6 +586,18 @@ def test_fraud_in_pinyin(classifier: Classifier, description: str) -> None:
         "Nobody I know made these three transfers last night",
         "Nobody else has my phone, but 300 was transferred out this morning",
         "Nobody hacked me? Then who took the 2000 out of my wallet at 3am?",
+        # The eighteenth round: asked who did it in dialect, a payment code scanned by
+        # someone else, an unknown device sending money, a card that is not the
+        # customer's, a cashier paying herself, a group leader gone with the money, a
+        # denial in Indian English, spending while the customer stayed at home.
+        "卡里咋少了两百，谁弄的",
+        "我的付款码被别人扫走了二百块",
+        "A device I have never seen sent 700 from my wallet last night",
+        "400 was withdrawn to a card ending 1234 and mine ends 9876",
+        "Our bookkeeper has been moving the shop's takings to her own account",
+        "拼团的团长收了钱就消失了，我付了800",
+        "An amount of 2,000 is debited and I have not done this transaction",
+        "A 600 spree in Glasgow on Saturday, I haven't left the house all weekend",
     ],
 )
 def test_money_lost_without_the_obvious_words_is_p1(
@@ -782,6 +794,10 @@ def test_recovery_credit_repair_overpayment_and_phishing_are_fraud(
         "为什么还要交手续费才能提现？",
         "提现还要交一笔服务费才能到账，太坑了",
         "I feel like I'm being exploited by these fees",
+        # Guards of the eighteenth round's terms: the app's own message about a device,
+        # a consumption profile shared (a privacy complaint).
+        "Login keeps failing with 'unrecognised device' on the phone I have used for years",
+        "你们未经授权把我的消费画像给了贷款公司",
     ],
 )
 def test_fees_and_cards_without_a_loss_are_not_fraud(
