@@ -40,6 +40,7 @@ DEVELOPMENT_FILES = (
     REPO_DATA / "triage_floor_dev16.jsonl",
     REPO_DATA / "triage_fresh_dev16.jsonl",
     REPO_DATA / "triage_floor_dev18.jsonl",
+    REPO_DATA / "triage_fresh_dev18.jsonl",
     REPO_DATA / "triage_train.jsonl",
 )
 # What the shipped model is trained from: the development part but the tenth to
@@ -61,6 +62,7 @@ DEFAULT_TRAINING_FILES = tuple(
         "triage_floor_dev16.jsonl",
         "triage_fresh_dev16.jsonl",
         "triage_floor_dev18.jsonl",
+        "triage_fresh_dev18.jsonl",
     )
 )
 

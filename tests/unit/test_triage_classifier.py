@@ -233,7 +233,6 @@ def test_a_medium_word_is_outweighed_by_much_stronger_evidence(classifier: Class
     assert any("account_frozen" in reason and "outweighed" in reason for reason in result.reasons)
 
 
-
 @pytest.mark.parametrize(
     ("description", "words"),
     [
@@ -251,6 +250,23 @@ def test_one_denial_counts_once(classifier: Classifier, description: str, words:
     fraud_reasons = [r for r in result.reasons if r.endswith("-> fraud")]
     assert result.category == "fraud"
     assert len(fraud_reasons) == 1 and words in fraud_reasons[0]
+
+
+@pytest.mark.parametrize(
+    ("description", "category"),
+    [
+        # The eighteenth round: an account paused, an advert in the present tense, a
+        # business asking to work with the provider.
+        ("我的账户显示已暂停使用，里面还有工资", "account_frozen"),
+        ("You advertise a welcome gift, I paid and never saw it", "terms_marketing"),
+        ("Our hotel group wants to become a partner for receiving payments", "other"),
+    ],
+)
+def test_words_of_the_eighteenth_round(
+    classifier: Classifier, description: str, category: str
+) -> None:
+    assert classify(classifier, description).category == category
+
 
 def test_a_fee_on_a_withdrawal_is_about_the_fee(classifier: Classifier) -> None:
     assert classify(classifier, "提现收了0.1%的手续费，之前没有提示").category == "fees"
