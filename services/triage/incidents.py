@@ -31,8 +31,9 @@ async def detect(
     causes = complaint.incident_causes()
     # Every cause is locked and counted before any is judged, in one order for everyone.
     for cause in causes:
-        await uow.incident_counters.lock(complaint.tenant_id, cause)
-        await uow.incident_counters.add_one(complaint.tenant_id, cause, complaint.received_at)
+        await uow.incident_counters.lock_and_add_one(
+            complaint.tenant_id, cause, complaint.received_at
+        )
     for cause in causes:
         change = await _join_open(uow, policy, complaint, cause)
         if change is None and await _threshold_met(uow, policy, complaint, cause):
@@ -45,11 +46,10 @@ async def detect(
 async def _join_open(
     uow: UnitOfWork, policy: IncidentPolicy, c: TriagedComplaint, cause: Cause
 ) -> IncidentChange | None:
-    incident = await uow.incidents.join_open(c.tenant_id, cause, c.received_at, policy.window)
-    if incident is None:
-        return None
-    await uow.complaints.join_incident(incident.incident_id, [c.complaint_id])
-    return domain.incident_updated(incident, c)
+    incident = await uow.incidents.join_open(
+        c.tenant_id, cause, c.received_at, policy.window, member=c.complaint_id
+    )
+    return domain.incident_updated(incident, c) if incident is not None else None
 
 
 async def _threshold_met(

@@ -79,11 +79,12 @@ class Duplicates(Protocol):
 class IncidentCounters(Protocol):
     """Per-minute complaint counts per cause: thresholds are sums over minutes."""
 
-    async def lock(self, tenant_id: uuid.UUID, cause: Cause) -> None:
-        """Serialise every transaction counting this cause, so exactly one complaint
-        opens an incident however many triage consumers run."""
-
-    async def add_one(self, tenant_id: uuid.UUID, cause: Cause, received_at: datetime) -> None: ...
+    async def lock_and_add_one(
+        self, tenant_id: uuid.UUID, cause: Cause, received_at: datetime
+    ) -> None:
+        """Serialise every transaction counting this cause (a lock held until the
+        transaction ends), so exactly one complaint opens an incident however many triage
+        consumers run; then count this complaint in its minute."""
 
     async def count(
         self, tenant_id: uuid.UUID, cause: Cause, since: datetime, until: datetime | None
@@ -93,10 +94,16 @@ class IncidentCounters(Protocol):
 
 class Incidents(Protocol):
     async def join_open(
-        self, tenant_id: uuid.UUID, cause: Cause, seen_at: datetime, window: timedelta
+        self,
+        tenant_id: uuid.UUID,
+        cause: Cause,
+        seen_at: datetime,
+        window: timedelta,
+        member: uuid.UUID,
     ) -> Incident | None:
-        """Count one more complaint in the latest incident of this cause seen within the
-        window before `seen_at`; that incident as it is now, or None."""
+        """Count `member` (a triaged complaint) in the latest incident of this cause seen
+        within the window before `seen_at`, and mark it as one of the incident's
+        complaints; that incident as it is now, or None."""
 
     async def open(
         self,
@@ -218,17 +225,17 @@ class PgIncidentCounters:
     def __init__(self, conn: asyncpg.Connection | asyncpg.Pool) -> None:
         self._conn = conn
 
-    async def lock(self, tenant_id: uuid.UUID, cause: Cause) -> None:
-        await self._conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 1))",
-            f"{tenant_id}|{cause.kind}|{cause.value}",
-        )
-
-    async def add_one(self, tenant_id: uuid.UUID, cause: Cause, received_at: datetime) -> None:
+    async def lock_and_add_one(
+        self, tenant_id: uuid.UUID, cause: Cause, received_at: datetime
+    ) -> None:
+        # One round trip: the insert reads its row from the lock's, so the lock is held
+        # first. The upsert needs no snapshot taken after the lock (ON CONFLICT sees the
+        # latest committed row); the statements that judge the counts come after it.
         await self._conn.execute(
             """
+            WITH locked AS (SELECT pg_advisory_xact_lock(hashtextextended($5, 1)))
             INSERT INTO incident_counts (tenant_id, kind, cause, minute, complaints)
-            VALUES ($1, $2, $3, date_trunc('minute', $4::timestamptz), 1)
+            SELECT $1, $2, $3, date_trunc('minute', $4::timestamptz), 1 FROM locked
             ON CONFLICT (tenant_id, kind, cause, minute)
             DO UPDATE SET complaints = incident_counts.complaints + 1
             """,
@@ -236,6 +243,7 @@ class PgIncidentCounters:
             cause.kind,
             cause.value,
             received_at,
+            f"{tenant_id}|{cause.kind}|{cause.value}",
         )
 
     async def count(
@@ -266,24 +274,37 @@ class PgIncidents:
         self._conn = conn
 
     async def join_open(
-        self, tenant_id: uuid.UUID, cause: Cause, seen_at: datetime, window: timedelta
+        self,
+        tenant_id: uuid.UUID,
+        cause: Cause,
+        seen_at: datetime,
+        window: timedelta,
+        member: uuid.UUID,
     ) -> Incident | None:
+        # The incident counted and its member marked in one statement (one round trip);
+        # the member's row was written earlier in this transaction.
         row = await self._conn.fetchrow(
             """
-            UPDATE incidents SET complaint_count = complaint_count + 1,
-                                 last_seen_at = greatest(last_seen_at, $4)
-            WHERE id = (
-                SELECT id FROM incidents
-                WHERE tenant_id = $1 AND kind = $2 AND cause = $3
-                  AND last_seen_at >= $4::timestamptz - $5::interval
-                ORDER BY last_seen_at DESC LIMIT 1)
-            RETURNING id, kind, cause, category, opened_at, last_seen_at, complaint_count
+            WITH joined AS (
+                UPDATE incidents SET complaint_count = complaint_count + 1,
+                                     last_seen_at = greatest(last_seen_at, $4)
+                WHERE id = (
+                    SELECT id FROM incidents
+                    WHERE tenant_id = $1 AND kind = $2 AND cause = $3
+                      AND last_seen_at >= $4::timestamptz - $5::interval
+                    ORDER BY last_seen_at DESC LIMIT 1)
+                RETURNING id, kind, cause, category, opened_at, last_seen_at, complaint_count),
+            marked AS (
+                UPDATE triaged_complaints SET incident_id = joined.id
+                FROM joined WHERE complaint_id = $6)
+            SELECT * FROM joined
             """,
             tenant_id,
             cause.kind,
             cause.value,
             seen_at,
             window,
+            member,
         )
         return _incident(row) if row else None
 

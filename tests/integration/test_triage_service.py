@@ -6,14 +6,17 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
 from services.triage.app import MIGRATIONS, SCHEMA, create_app
+from services.triage.domain import Cause
 from services.triage.incident_policy import IncidentPolicy
 from services.triage.incidents import purge_counts
 from services.triage.settings import TriageSettings
+from services.triage.unit_of_work import PgIncidentCounters
 from shared.db import connect, create_pool
 from shared.runtime import migrate
 from shared.topics import COMPLAINTS_RECEIVED, COMPLAINTS_TRIAGED, INCIDENTS, dead_letter_topic
@@ -237,6 +240,25 @@ async def test_a_burst_at_one_merchant_opens_an_incident_later_ones_update_it(
     for complaint_id in (opened["complaint_id"], updated["complaint_id"]):
         [triaged] = await _triaged(infra, uuid.UUID(complaint_id))
         assert triaged["payload"]["incident_id"] == incident_id
+    # Recorded too: every member, the one that joined later among them, and each
+    # complaint counted once for its merchant.
+    conn = await connect(infra.database_url, SCHEMA)
+    try:
+        rows = await conn.fetch(
+            "SELECT complaint_id, incident_id FROM triaged_complaints WHERE tenant_id = $1",
+            tenant_id,
+        )
+        counted = await conn.fetchval(
+            "SELECT sum(complaints) FROM incident_counts "
+            "WHERE tenant_id = $1 AND kind = 'merchant'",
+            tenant_id,
+        )
+    finally:
+        await conn.close()
+    assert {str(r["complaint_id"]): str(r["incident_id"]) for r in rows} == {
+        str(e.complaint_id): incident_id for e in burst
+    }
+    assert counted == len(burst)
 
 
 async def test_a_category_spike_without_a_merchant_opens_an_incident(
@@ -277,3 +299,35 @@ async def test_old_incident_counters_are_purged(infra: Infra, triage: httpx.Asyn
     finally:
         await pool.close()
     assert left == 2
+
+
+async def test_counting_a_cause_waits_for_the_transaction_that_holds_it(
+    infra: Infra, triage: httpx.AsyncClient
+) -> None:
+    # The lock and the count go in one statement: the lock must still come first, so a
+    # second transaction counting the same cause waits until the first one ends (in
+    # another minute, so no row lock of the count's table would hold it).
+    tenant_id = uuid.uuid4()
+    cause = Cause("category", "fees")
+    at = datetime.now(UTC)
+    first = await connect(infra.database_url, SCHEMA)
+    second = await connect(infra.database_url, SCHEMA)
+    try:
+        holding = first.transaction()
+        await holding.start()
+        await PgIncidentCounters(first).lock_and_add_one(tenant_id, cause, at)
+        async with second.transaction():
+            waiting = asyncio.create_task(
+                PgIncidentCounters(second).lock_and_add_one(
+                    tenant_id, cause, at + timedelta(minutes=5)
+                )
+            )
+            await asyncio.sleep(0.5)
+            assert not waiting.done()
+            await holding.commit()
+            await asyncio.wait_for(waiting, 10)
+        counted = await PgIncidentCounters(first).count(tenant_id, cause, at, None)
+    finally:
+        await first.close()
+        await second.close()
+    assert counted == 2

@@ -108,10 +108,10 @@ class FakeIncidentCounters:
     per_minute: dict[tuple[uuid.UUID, Cause, datetime], int] = field(default_factory=dict)
     locked: list[Cause] = field(default_factory=list)
 
-    async def lock(self, tenant_id: uuid.UUID, cause: Cause) -> None:
+    async def lock_and_add_one(
+        self, tenant_id: uuid.UUID, cause: Cause, received_at: datetime
+    ) -> None:
         self.locked.append(cause)
-
-    async def add_one(self, tenant_id: uuid.UUID, cause: Cause, received_at: datetime) -> None:
         key = (tenant_id, cause, _minute(received_at))
         self.per_minute[key] = self.per_minute.get(key, 0) + 1
 
@@ -129,10 +129,16 @@ class FakeIncidentCounters:
 
 @dataclass
 class FakeIncidents:
+    complaints: FakeTriagedComplaints
     rows: dict[uuid.UUID, tuple[uuid.UUID, Incident]] = field(default_factory=dict)
 
     async def join_open(
-        self, tenant_id: uuid.UUID, cause: Cause, seen_at: datetime, window: timedelta
+        self,
+        tenant_id: uuid.UUID,
+        cause: Cause,
+        seen_at: datetime,
+        window: timedelta,
+        member: uuid.UUID,
     ) -> Incident | None:
         open_ones = [
             incident
@@ -150,6 +156,7 @@ class FakeIncidents:
             last_seen_at=max(latest.last_seen_at, seen_at),
         )
         self.rows[joined.incident_id] = (tenant_id, joined)
+        self.complaints.incident_of[member] = joined.incident_id
         return joined
 
     async def open(
@@ -192,7 +199,7 @@ class FakeTriageUnitOfWork:
         self.complaints = FakeTriagedComplaints()
         self.duplicates = FakeDuplicates(self.complaints)
         self.incident_counters = FakeIncidentCounters()
-        self.incidents = FakeIncidents()
+        self.incidents = FakeIncidents(self.complaints)
         self.examples = FakeLabelledExamples()
         self.emitted: list[tuple[str, Envelope]] = []
 
