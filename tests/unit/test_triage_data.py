@@ -45,6 +45,7 @@ TEST_PARTS = (
     DATA / "triage_floor_test17.jsonl",
     DATA / "triage_fresh_test14.jsonl",
     DATA / "triage_fresh_test15.jsonl",
+    DATA / "triage_floor_test18.jsonl",
 )
 ALL_FILES = (*labelled.DEVELOPMENT_FILES, *TEST_PARTS)
 
