@@ -262,7 +262,7 @@ def test_one_denial_counts_once(classifier: Classifier, description: str, words:
         ("Our hotel group wants to become a partner for receiving payments", "other"),
     ],
 )
-def test_words_of_the_eighteenth_round(
+def test_a_paused_account_an_advert_and_a_partnership_request(
     classifier: Classifier, description: str, category: str
 ) -> None:
     assert classify(classifier, description).category == category
